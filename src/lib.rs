@@ -1,1 +1,30 @@
-pub fn x(){}
+//! # cognito-authorizer
+//!
+//! A proxy-wasm HTTP filter that does for Envoy and Istio what API Gateway's Cognito user pool
+//! authorizer does for an API: a request reaches the upstream only with a valid Cognito JWT,
+//! otherwise Envoy answers it locally (401, 403, 503) with API Gateway's bodies.
+//!
+//! Request flow (`filter::http`):
+//! 1. strip client copies of identity headers; 2. first matching route rule (`rules`):
+//!    `allow` continues; 3. extract the token (`extract`); 4. cached? (`cache`) else check it
+//!    without keys (`verify::inspect`), get the pool's keys (`keys`, `jwks`) and verify the
+//!    signature (`verify::verify_signature`); 5. the route's requirements (`rules`);
+//!    6. claim headers (`identity`) and continue. Any refusal is answered by `decision`.
+//!
+//! Everything except `filter` is pure logic with no proxy-wasm dependency, unit tested natively.
+
+pub mod cache;
+pub mod cognito;
+pub mod config;
+pub mod decision;
+pub mod error;
+pub mod extract;
+pub mod identity;
+pub mod jwks;
+pub mod keys;
+pub mod metrics;
+pub mod rules;
+pub mod verify;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;

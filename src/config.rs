@@ -1,0 +1,881 @@
+//! Configuration: the JSON users write (wire structs, unknown keys refused), validated once
+//! into [`Config`], the only form the rest of the filter sees.
+//!
+//! Every error names the JSON path of the key at fault (`user_pools[0].user_pool_id`), so the
+//! one log line Envoy shows when the filter refuses to start is enough to fix it.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Deserializer};
+
+use crate::cognito::{jwks_uri_for_issuer, JwksLocation, PoolId, TokenUse};
+use crate::error::ConfigError;
+use crate::rules::RouteRule;
+
+/// Validated configuration. Built by [`Config::parse`]; never constructed half-valid.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub pools: Vec<Pool>,
+    pub token_sources: Vec<TokenSource>,
+    /// `false`: the token is removed from where it was found before the request goes upstream.
+    pub forward_token: bool,
+    pub rules: Vec<RouteRule>,
+    /// Claim → header, in a stable (sorted by claim) order.
+    pub claims_to_headers: Vec<ClaimHeader>,
+    pub payload_header: Option<String>,
+    pub realm: String,
+    pub mode: Mode,
+    pub cors_preflight: CorsPreflight,
+    pub cors_allow_origins: Vec<String>,
+    pub clock_skew_seconds: u64,
+    pub max_token_bytes: usize,
+    pub jwks_timeout_ms: u64,
+    pub jwks_refresh_seconds: u64,
+    pub jwks_min_refetch_seconds: u64,
+    pub jwks_max_stale_seconds: u64,
+    pub max_jwks_bytes: usize,
+    pub token_cache_size: usize,
+}
+
+/// One trusted issuer (a Cognito user pool, or any OIDC issuer given explicitly).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    /// Used in metric names and filter state; defaults to the pool id.
+    pub name: String,
+    pub user_pool_id: String,
+    /// Exact `iss` value of its tokens.
+    pub issuer: String,
+    pub jwks_cluster: String,
+    pub jwks_uri: String,
+    pub jwks: JwksLocation,
+    /// Empty: any app client of the pool (API Gateway REST behaviour; warned about at start).
+    pub client_ids: Vec<String>,
+    /// `None`: not a Cognito pool, `token_use` is not checked.
+    pub token_use: Option<AllowedTokenUse>,
+}
+
+/// Which Cognito token kinds a pool accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllowedTokenUse {
+    pub id: bool,
+    pub access: bool,
+}
+
+impl AllowedTokenUse {
+    pub fn allows(self, token_use: TokenUse) -> bool {
+        match token_use {
+            TokenUse::Id => self.id,
+            TokenUse::Access => self.access,
+        }
+    }
+}
+
+/// A place a token may come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `Bearer <jwt>` (scheme in any case) or the raw `<jwt>`.
+    Header { name: String },
+    /// Exactly `<prefix><jwt>`.
+    HeaderWithPrefix { name: String, prefix: String },
+    Query { name: String },
+    Cookie { name: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimHeader {
+    pub claim: String,
+    pub header: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Refused requests are answered locally.
+    Enforce,
+    /// Decide and count, but let every request through with the decision in a header.
+    Report,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CorsPreflight {
+    /// Browsers never send credentials on a preflight, so requiring a token would break CORS.
+    Bypass,
+    Authenticate,
+}
+
+// ---------------------------------------------------------------------------------------
+// Wire format: exactly the JSON keys of SPEC §0. Unknown keys are refused.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireConfig {
+    user_pools: Vec<WirePool>,
+    #[serde(default)]
+    token_sources: Option<Vec<WireTokenSource>>,
+    #[serde(default = "default_true")]
+    forward_token: bool,
+    #[serde(default)]
+    rules: Vec<WireRule>,
+    #[serde(default)]
+    claims_to_headers: BTreeMap<String, String>,
+    #[serde(default)]
+    payload_header: Option<String>,
+    #[serde(default = "default_realm")]
+    realm: String,
+    #[serde(default = "default_mode")]
+    mode: Mode,
+    #[serde(default = "default_cors_preflight")]
+    cors_preflight: CorsPreflight,
+    #[serde(default)]
+    cors_allow_origins: Vec<String>,
+    #[serde(default = "default_clock_skew")]
+    clock_skew_seconds: u64,
+    #[serde(default = "default_max_token_bytes")]
+    max_token_bytes: u64,
+    #[serde(default = "default_jwks_timeout_ms")]
+    jwks_timeout_ms: u64,
+    #[serde(default = "default_jwks_refresh")]
+    jwks_refresh_seconds: u64,
+    #[serde(default = "default_jwks_min_refetch")]
+    jwks_min_refetch_seconds: u64,
+    #[serde(default = "default_jwks_max_stale")]
+    jwks_max_stale_seconds: u64,
+    #[serde(default = "default_max_jwks_bytes")]
+    max_jwks_bytes: u64,
+    #[serde(default = "default_token_cache_size")]
+    token_cache_size: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WirePool {
+    #[serde(default)]
+    name: Option<String>,
+    user_pool_id: String,
+    #[serde(default)]
+    client_ids: Option<Vec<String>>,
+    /// Absent → both kinds; `null` → not a Cognito pool; a list → those kinds.
+    #[serde(default = "absent", deserialize_with = "present")]
+    token_use: Presence<Option<Vec<String>>>,
+    jwks_cluster: String,
+    #[serde(default)]
+    issuer: Option<String>,
+    #[serde(default)]
+    jwks_uri: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireTokenSource {
+    #[serde(default)]
+    header: Option<String>,
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    query: Option<String>,
+    #[serde(default)]
+    cookie: Option<String>,
+}
+
+/// A route rule as written; compiled by `rules.rs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireRule {
+    #[serde(rename = "match")]
+    pub matcher: WireMatch,
+    #[serde(default)]
+    pub allow: Option<bool>,
+    #[serde(default)]
+    pub require: Option<WireRequire>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireMatch {
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub exact: Option<String>,
+    #[serde(default)]
+    pub path_template: Option<String>,
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    #[serde(default)]
+    pub headers: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireRequire {
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    #[serde(default)]
+    pub scopes_all: Option<Vec<String>>,
+    #[serde(default)]
+    pub groups: Option<Vec<String>>,
+    #[serde(default)]
+    pub groups_all: Option<Vec<String>>,
+    #[serde(default)]
+    pub claims: Option<BTreeMap<String, Vec<String>>>,
+    #[serde(default)]
+    pub token_use: Option<String>,
+}
+
+/// Tells an absent key from an explicit `null`.
+#[derive(Debug)]
+enum Presence<T> {
+    Absent,
+    Present(T),
+}
+
+fn absent<T>() -> Presence<T> {
+    Presence::Absent
+}
+
+fn present<'de, D, T>(deserializer: D) -> Result<Presence<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Presence::Present)
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_realm() -> String {
+    "api".to_string()
+}
+fn default_mode() -> Mode {
+    Mode::Enforce
+}
+fn default_cors_preflight() -> CorsPreflight {
+    CorsPreflight::Bypass
+}
+fn default_clock_skew() -> u64 {
+    60
+}
+fn default_max_token_bytes() -> u64 {
+    8192
+}
+fn default_jwks_timeout_ms() -> u64 {
+    5000
+}
+fn default_jwks_refresh() -> u64 {
+    3600
+}
+fn default_jwks_min_refetch() -> u64 {
+    10
+}
+fn default_jwks_max_stale() -> u64 {
+    86400
+}
+fn default_max_jwks_bytes() -> u64 {
+    65536
+}
+fn default_token_cache_size() -> u64 {
+    1024
+}
+
+/// Headers the filter must never set or strip: routing, framing, the credentials themselves.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "authorization",
+    "cookie",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "upgrade",
+    "origin",
+    "x-cognito-authorizer-decision",
+];
+
+/// What [`Config::parse`] returns besides the config: things worth one warning at start.
+pub type Warnings = Vec<String>;
+
+impl Config {
+    /// Parses and validates the plugin configuration (SPEC §7).
+    pub fn parse(json: &[u8]) -> Result<(Config, Warnings), ConfigError> {
+        let deserializer = &mut serde_json::Deserializer::from_slice(json);
+        let wire: WireConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::new(path, e.into_inner().to_string())
+        })?;
+        Config::validate(wire)
+    }
+
+    fn validate(wire: WireConfig) -> Result<(Config, Warnings), ConfigError> {
+        let mut warnings = Vec::new();
+        if wire.user_pools.is_empty() {
+            return Err(ConfigError::new(
+                "user_pools",
+                "must list at least one user pool",
+            ));
+        }
+        let mut pools = Vec::with_capacity(wire.user_pools.len());
+        for (i, wp) in wire.user_pools.into_iter().enumerate() {
+            let pool = validate_pool(wp, &format!("user_pools[{i}]"))?;
+            if pools.iter().any(|p: &Pool| p.name == pool.name) {
+                return Err(ConfigError::new(
+                    format!("user_pools[{i}].name"),
+                    format!("pool name {:?} is used twice", pool.name),
+                ));
+            }
+            if pools.iter().any(|p: &Pool| p.issuer == pool.issuer) {
+                return Err(ConfigError::new(
+                    format!("user_pools[{i}].issuer"),
+                    format!(
+                        "issuer {:?} is configured twice: tokens are matched to pools by issuer",
+                        pool.issuer
+                    ),
+                ));
+            }
+            if pool.client_ids.is_empty() {
+                warnings.push(format!(
+                    "user pool {:?}: no client_ids, tokens of any app client of the pool are accepted",
+                    pool.name
+                ));
+            }
+            pools.push(pool);
+        }
+
+        let token_sources = match wire.token_sources {
+            None => vec![TokenSource::Header {
+                name: "authorization".to_string(),
+            }],
+            Some(list) => {
+                if list.is_empty() {
+                    return Err(ConfigError::new(
+                        "token_sources",
+                        "must list at least one source (omit the key for the default)",
+                    ));
+                }
+                list.into_iter()
+                    .enumerate()
+                    .map(|(i, s)| validate_source(s, &format!("token_sources[{i}]")))
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+        };
+
+        let rules = wire
+            .rules
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| RouteRule::compile(r, &format!("rules[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let source_headers: HashSet<&str> = token_sources
+            .iter()
+            .filter_map(|s| match s {
+                TokenSource::Header { name } | TokenSource::HeaderWithPrefix { name, .. } => {
+                    Some(name.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        let mut identity_headers: HashSet<String> = HashSet::new();
+        let mut claims_to_headers = Vec::with_capacity(wire.claims_to_headers.len());
+        for (claim, header) in wire.claims_to_headers {
+            let path = format!("claims_to_headers.{claim}");
+            if claim.is_empty() {
+                return Err(ConfigError::new(path, "claim name is empty"));
+            }
+            let header = identity_header(&header, &path, &source_headers)?;
+            if !identity_headers.insert(header.clone()) {
+                return Err(ConfigError::new(
+                    path,
+                    format!("header {header:?} is the target of two claims"),
+                ));
+            }
+            claims_to_headers.push(ClaimHeader { claim, header });
+        }
+        let payload_header = match wire.payload_header {
+            None => None,
+            Some(h) => {
+                let header = identity_header(&h, "payload_header", &source_headers)?;
+                if identity_headers.contains(&header) {
+                    return Err(ConfigError::new(
+                        "payload_header",
+                        format!("header {header:?} is also a claim header"),
+                    ));
+                }
+                Some(header)
+            }
+        };
+
+        if wire.realm.is_empty()
+            || !wire
+                .realm
+                .bytes()
+                .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        {
+            return Err(ConfigError::new(
+                "realm",
+                "must be non-empty printable ASCII without '\"' or '\\' (it is quoted in www-authenticate)",
+            ));
+        }
+        for (i, origin) in wire.cors_allow_origins.iter().enumerate() {
+            let ok = origin == "*"
+                || ((origin.starts_with("https://") || origin.starts_with("http://"))
+                    && origin.bytes().all(|b| b.is_ascii_graphic())
+                    && !origin.ends_with('/'));
+            if !ok {
+                return Err(ConfigError::new(
+                    format!("cors_allow_origins[{i}]"),
+                    format!("{origin:?} is not an origin like https://app.example.com (no path, no trailing slash) or \"*\""),
+                ));
+            }
+        }
+
+        let clock_skew_seconds = bounded(wire.clock_skew_seconds, 0, 3600, "clock_skew_seconds")?;
+        let max_token_bytes = bounded(wire.max_token_bytes, 256, 1 << 20, "max_token_bytes")?;
+        let jwks_timeout_ms = bounded(wire.jwks_timeout_ms, 100, 60_000, "jwks_timeout_ms")?;
+        let jwks_refresh_seconds =
+            bounded(wire.jwks_refresh_seconds, 1, 7 * 86400, "jwks_refresh_seconds")?;
+        let jwks_min_refetch_seconds = bounded(
+            wire.jwks_min_refetch_seconds,
+            0,
+            86400,
+            "jwks_min_refetch_seconds",
+        )?;
+        let jwks_max_stale_seconds = bounded(
+            wire.jwks_max_stale_seconds,
+            0,
+            30 * 86400,
+            "jwks_max_stale_seconds",
+        )?;
+        let max_jwks_bytes = bounded(wire.max_jwks_bytes, 1024, 16 << 20, "max_jwks_bytes")?;
+        let token_cache_size = bounded(wire.token_cache_size, 0, 1 << 20, "token_cache_size")?;
+
+        let config = Config {
+            pools,
+            token_sources,
+            forward_token: wire.forward_token,
+            rules,
+            claims_to_headers,
+            payload_header,
+            realm: wire.realm,
+            mode: wire.mode,
+            cors_preflight: wire.cors_preflight,
+            cors_allow_origins: wire.cors_allow_origins,
+            clock_skew_seconds,
+            max_token_bytes: max_token_bytes as usize,
+            jwks_timeout_ms,
+            jwks_refresh_seconds,
+            jwks_min_refetch_seconds,
+            jwks_max_stale_seconds,
+            max_jwks_bytes: max_jwks_bytes as usize,
+            token_cache_size: token_cache_size as usize,
+        };
+        Ok((config, warnings))
+    }
+
+    /// Headers the filter sets for the upstream, so every client copy must be removed first.
+    pub fn identity_headers(&self) -> impl Iterator<Item = &str> {
+        self.claims_to_headers
+            .iter()
+            .map(|c| c.header.as_str())
+            .chain(self.payload_header.as_deref())
+    }
+
+    /// The pool whose issuer is exactly `iss`.
+    pub fn pool_for_issuer(&self, iss: &str) -> Option<usize> {
+        self.pools.iter().position(|p| p.issuer == iss)
+    }
+}
+
+fn bounded(value: u64, min: u64, max: u64, key: &str) -> Result<u64, ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::new(
+            key,
+            format!("{value} is out of range ({min} to {max})"),
+        ));
+    }
+    Ok(value)
+}
+
+fn validate_pool(wp: WirePool, path: &str) -> Result<Pool, ConfigError> {
+    let pool_id = PoolId::parse(&wp.user_pool_id)
+        .map_err(|e| ConfigError::new(format!("{path}.user_pool_id"), e))?;
+    let name = wp.name.unwrap_or_else(|| wp.user_pool_id.clone());
+    if name.is_empty()
+        || name.len() > 128
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(ConfigError::new(
+            format!("{path}.name"),
+            "must be 1 to 128 letters, digits, '_' or '-' (it is part of metric names)",
+        ));
+    }
+    if wp.jwks_cluster.is_empty() {
+        return Err(ConfigError::new(
+            format!("{path}.jwks_cluster"),
+            "must name the Envoy cluster that reaches the JWKS",
+        ));
+    }
+    let issuer = match wp.issuer {
+        Some(iss) => {
+            if !(iss.starts_with("https://") || iss.starts_with("http://"))
+                || !iss.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err(ConfigError::new(
+                    format!("{path}.issuer"),
+                    format!("{iss:?} is not an https:// URL"),
+                ));
+            }
+            iss
+        }
+        None => pool_id.issuer(),
+    };
+    let jwks_uri = wp
+        .jwks_uri
+        .unwrap_or_else(|| jwks_uri_for_issuer(&issuer));
+    let jwks =
+        JwksLocation::parse(&jwks_uri).map_err(|e| ConfigError::new(format!("{path}.jwks_uri"), e))?;
+
+    let client_ids = wp.client_ids.unwrap_or_default();
+    for (i, c) in client_ids.iter().enumerate() {
+        if c.is_empty() {
+            return Err(ConfigError::new(
+                format!("{path}.client_ids[{i}]"),
+                "client id is empty",
+            ));
+        }
+    }
+    let token_use = match wp.token_use {
+        Presence::Absent => Some(AllowedTokenUse {
+            id: true,
+            access: true,
+        }),
+        Presence::Present(None) => None,
+        Presence::Present(Some(list)) => {
+            if list.is_empty() {
+                return Err(ConfigError::new(
+                    format!("{path}.token_use"),
+                    "must list \"id\", \"access\" or both (or be null for a non-Cognito issuer)",
+                ));
+            }
+            let mut allowed = AllowedTokenUse {
+                id: false,
+                access: false,
+            };
+            for (i, u) in list.iter().enumerate() {
+                match TokenUse::parse(u) {
+                    Some(TokenUse::Id) => allowed.id = true,
+                    Some(TokenUse::Access) => allowed.access = true,
+                    None => {
+                        return Err(ConfigError::new(
+                            format!("{path}.token_use[{i}]"),
+                            format!("{u:?} is neither \"id\" nor \"access\""),
+                        ))
+                    }
+                }
+            }
+            Some(allowed)
+        }
+    };
+    Ok(Pool {
+        name,
+        user_pool_id: wp.user_pool_id,
+        issuer,
+        jwks_cluster: wp.jwks_cluster,
+        jwks_uri,
+        jwks,
+        client_ids,
+        token_use,
+    })
+}
+
+fn validate_source(s: WireTokenSource, path: &str) -> Result<TokenSource, ConfigError> {
+    match (s.header, s.query, s.cookie, s.prefix) {
+        (Some(h), None, None, None) => Ok(TokenSource::Header {
+            name: header_name(&h, &format!("{path}.header"))?,
+        }),
+        (Some(h), None, None, Some(prefix)) => {
+            if prefix.is_empty() || !prefix.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+                return Err(ConfigError::new(
+                    format!("{path}.prefix"),
+                    "must be non-empty printable ASCII",
+                ));
+            }
+            Ok(TokenSource::HeaderWithPrefix {
+                name: header_name(&h, &format!("{path}.header"))?,
+                prefix,
+            })
+        }
+        (None, Some(q), None, None) => {
+            if q.is_empty() || !q.bytes().all(|b| b.is_ascii_graphic() && !b"&=#?%".contains(&b)) {
+                return Err(ConfigError::new(
+                    format!("{path}.query"),
+                    "must be a plain query parameter name",
+                ));
+            }
+            Ok(TokenSource::Query { name: q })
+        }
+        (None, None, Some(c), None) => {
+            if c.is_empty() || !c.bytes().all(|b| b.is_ascii_graphic() && !b";=,\"".contains(&b)) {
+                return Err(ConfigError::new(
+                    format!("{path}.cookie"),
+                    "must be a plain cookie name",
+                ));
+            }
+            Ok(TokenSource::Cookie { name: c })
+        }
+        (None, _, _, Some(_)) => Err(ConfigError::new(
+            format!("{path}.prefix"),
+            "only a header source takes a prefix",
+        )),
+        _ => Err(ConfigError::new(
+            path,
+            "must have exactly one of \"header\", \"query\", \"cookie\"",
+        )),
+    }
+}
+
+/// A header name as Envoy sees it: lowercase HTTP token characters.
+pub(crate) fn header_name(name: &str, path: &str) -> Result<String, ConfigError> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !valid {
+        return Err(ConfigError::new(
+            path,
+            format!("{name:?} is not a valid HTTP header name"),
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+/// A header the filter fills with identity: never a reserved or credential-carrying header,
+/// because client copies of it are stripped from every request.
+fn identity_header(
+    name: &str,
+    path: &str,
+    source_headers: &HashSet<&str>,
+) -> Result<String, ConfigError> {
+    let header = header_name(name, path)?;
+    if RESERVED_HEADERS.contains(&header.as_str()) || source_headers.contains(header.as_str()) {
+        return Err(ConfigError::new(
+            path,
+            format!("{header:?} is reserved (routing, framing or credentials) and cannot carry claims"),
+        ));
+    }
+    Ok(header)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<Config, ConfigError> {
+        Config::parse(json.as_bytes()).map(|(c, _)| c)
+    }
+
+    const MINIMAL: &str =
+        r#"{"user_pools":[{"user_pool_id":"us-east-1_AbCdEf123","jwks_cluster":"cognito"}]}"#;
+
+    #[test]
+    fn minimal_config_gets_spec_defaults() {
+        let (c, warnings) = Config::parse(MINIMAL.as_bytes()).unwrap();
+        let p = &c.pools[0];
+        assert_eq!(p.name, "us-east-1_AbCdEf123");
+        assert_eq!(
+            p.issuer,
+            "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_AbCdEf123"
+        );
+        assert_eq!(p.jwks.authority, "cognito-idp.us-east-1.amazonaws.com");
+        assert_eq!(p.jwks.path, "/us-east-1_AbCdEf123/.well-known/jwks.json");
+        assert_eq!(
+            p.token_use,
+            Some(AllowedTokenUse {
+                id: true,
+                access: true
+            })
+        );
+        assert_eq!(
+            c.token_sources,
+            vec![TokenSource::Header {
+                name: "authorization".into()
+            }]
+        );
+        assert!(c.forward_token);
+        assert_eq!(c.realm, "api");
+        assert_eq!(c.mode, Mode::Enforce);
+        assert_eq!(c.cors_preflight, CorsPreflight::Bypass);
+        assert_eq!(c.clock_skew_seconds, 60);
+        assert_eq!(c.max_token_bytes, 8192);
+        assert_eq!(c.jwks_timeout_ms, 5000);
+        assert_eq!(c.jwks_refresh_seconds, 3600);
+        assert_eq!(c.jwks_min_refetch_seconds, 10);
+        assert_eq!(c.jwks_max_stale_seconds, 86400);
+        assert_eq!(c.max_jwks_bytes, 65536);
+        assert_eq!(c.token_cache_size, 1024);
+        assert_eq!(warnings.len(), 1, "no client_ids must be warned about");
+    }
+
+    #[test]
+    fn spec_complete_example_is_accepted() {
+        let json = r#"{
+          "user_pools": [{
+            "name": "main", "user_pool_id": "us-east-1_AbCdEf123",
+            "client_ids": ["1example23456789"], "token_use": ["id", "access"],
+            "jwks_cluster": "cognito_jwks",
+            "issuer": "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_AbCdEf123",
+            "jwks_uri": "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_AbCdEf123/.well-known/jwks.json"
+          }],
+          "token_sources": [{ "header": "authorization" }],
+          "forward_token": true, "rules": [], "claims_to_headers": {}, "payload_header": null,
+          "realm": "api", "mode": "enforce", "cors_preflight": "bypass", "cors_allow_origins": [],
+          "clock_skew_seconds": 60, "max_token_bytes": 8192, "jwks_timeout_ms": 5000,
+          "jwks_refresh_seconds": 3600, "jwks_min_refetch_seconds": 10,
+          "jwks_max_stale_seconds": 86400, "max_jwks_bytes": 65536, "token_cache_size": 1024
+        }"#;
+        let (c, warnings) = Config::parse(json.as_bytes()).unwrap();
+        assert_eq!(c.pools[0].name, "main");
+        assert_eq!(c.pools[0].client_ids, vec!["1example23456789"]);
+        assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn null_token_use_means_generic_oidc_issuer() {
+        let c = parse(
+            r#"{"user_pools":[{"user_pool_id":"us-east-1_X","jwks_cluster":"c","token_use":null,
+                "issuer":"https://login.example.com","jwks_uri":"https://login.example.com/keys"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.pools[0].token_use, None);
+        assert_eq!(c.pools[0].jwks.path, "/keys");
+    }
+
+    fn error_of(json: &str) -> ConfigError {
+        match parse(json) {
+            Ok(_) => panic!("config should be refused: {json}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_refused_naming_it() {
+        let e = error_of(
+            r#"{"user_pools":[{"user_pool_id":"us-east-1_X","jwks_cluster":"c"}],"bogus":1}"#,
+        );
+        assert!(e.to_string().contains("bogus"), "{e}");
+        let e = error_of(r#"{"user_pools":[{"user_pool_id":"us-east-1_X","jwks_cluster":"c","colour":1}]}"#);
+        assert!(e.path.starts_with("user_pools[0]"), "{e}");
+        assert!(e.to_string().contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn bad_pool_id_is_refused_with_its_json_path() {
+        let e = error_of(r#"{"user_pools":[{"user_pool_id":"nounderscore","jwks_cluster":"c"}]}"#);
+        assert_eq!(e.path, "user_pools[0].user_pool_id");
+    }
+
+    #[test]
+    fn wrong_types_are_refused_with_their_json_path() {
+        let e = error_of(
+            r#"{"user_pools":[{"user_pool_id":"us-east-1_X","jwks_cluster":"c"}],"clock_skew_seconds":"60"}"#,
+        );
+        assert_eq!(e.path, "clock_skew_seconds");
+        let e = error_of(r#"{"user_pools":[{"user_pool_id":"us-east-1_X","jwks_cluster":"c","client_ids":"abc"}]}"#);
+        assert_eq!(e.path, "user_pools[0].client_ids");
+        let e = error_of(r#"{"user_pools":[{"user_pool_id":"us-east-1_X","jwks_cluster":"c"}],"mode":"audit"}"#);
+        assert_eq!(e.path, "mode");
+    }
+
+    #[test]
+    fn missing_or_empty_user_pools_are_refused() {
+        assert_eq!(error_of(r#"{"user_pools":[]}"#).path, "user_pools");
+        assert!(error_of(r#"{}"#).to_string().contains("user_pools"));
+        assert!(error_of(r#"{"user_pools":[{"user_pool_id":"us-east-1_X"}]}"#)
+            .to_string()
+            .contains("jwks_cluster"));
+        assert!(parse("not json").is_err());
+        assert!(parse("[]").is_err());
+    }
+
+    #[test]
+    fn duplicate_pools_are_refused() {
+        let e = error_of(
+            r#"{"user_pools":[{"user_pool_id":"us-east-1_X","jwks_cluster":"c"},
+                              {"user_pool_id":"us-east-1_X","jwks_cluster":"c"}]}"#,
+        );
+        assert_eq!(e.path, "user_pools[1].name");
+    }
+
+    #[test]
+    fn token_use_values_are_checked() {
+        let e = error_of(r#"{"user_pools":[{"user_pool_id":"us-east-1_X","jwks_cluster":"c","token_use":["refresh"]}]}"#);
+        assert_eq!(e.path, "user_pools[0].token_use[0]");
+        let e = error_of(r#"{"user_pools":[{"user_pool_id":"us-east-1_X","jwks_cluster":"c","token_use":[]}]}"#);
+        assert_eq!(e.path, "user_pools[0].token_use");
+    }
+
+    #[test]
+    fn token_sources_need_exactly_one_kind() {
+        let base = |sources: &str| {
+            format!(
+                r#"{{"user_pools":[{{"user_pool_id":"us-east-1_X","jwks_cluster":"c"}}],"token_sources":{sources}}}"#
+            )
+        };
+        let c = parse(&base(
+            r#"[{"header":"X-Token","prefix":"Token "},{"query":"access_token"},{"cookie":"id"}]"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            c.token_sources[0],
+            TokenSource::HeaderWithPrefix {
+                name: "x-token".into(),
+                prefix: "Token ".into()
+            }
+        );
+        assert_eq!(error_of(&base(r#"[{"header":"a","query":"b"}]"#)).path, "token_sources[0]");
+        assert_eq!(error_of(&base(r#"[{"query":"a","prefix":"b"}]"#)).path, "token_sources[0].prefix");
+        assert_eq!(error_of(&base(r#"[]"#)).path, "token_sources");
+        assert_eq!(error_of(&base(r#"[{"header":"bad header"}]"#)).path, "token_sources[0].header");
+    }
+
+    #[test]
+    fn claim_headers_cannot_target_reserved_or_token_headers() {
+        let base = |map: &str| {
+            format!(
+                r#"{{"user_pools":[{{"user_pool_id":"us-east-1_X","jwks_cluster":"c"}}],"claims_to_headers":{map}}}"#
+            )
+        };
+        assert!(parse(&base(r#"{"sub":"X-Cognito-Sub"}"#)).is_ok());
+        for reserved in ["authorization", ":path", "host", "cookie", "content-length"] {
+            let e = error_of(&base(&format!(r#"{{"sub":"{reserved}"}}"#)));
+            assert_eq!(e.path, "claims_to_headers.sub", "{reserved}");
+        }
+        let e = error_of(&base(r#"{"sub":"x-id","username":"X-ID"}"#));
+        assert!(e.problem.contains("two claims"), "{e}");
+    }
+
+    #[test]
+    fn numeric_bounds_are_enforced() {
+        let e = error_of(
+            r#"{"user_pools":[{"user_pool_id":"us-east-1_X","jwks_cluster":"c"}],"jwks_timeout_ms":0}"#,
+        );
+        assert_eq!(e.path, "jwks_timeout_ms");
+        let e = error_of(
+            r#"{"user_pools":[{"user_pool_id":"us-east-1_X","jwks_cluster":"c"}],"clock_skew_seconds":-1}"#,
+        );
+        assert_eq!(e.path, "clock_skew_seconds");
+    }
+
+    #[test]
+    fn realm_cannot_break_out_of_its_quotes() {
+        let e = error_of(
+            r#"{"user_pools":[{"user_pool_id":"us-east-1_X","jwks_cluster":"c"}],"realm":"a\", evil=\"x"}"#,
+        );
+        assert_eq!(e.path, "realm");
+    }
+}

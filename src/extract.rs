@@ -1,0 +1,259 @@
+//! Token sources (SPEC §3): from the configured headers, query parameters and cookies to the
+//! one token of the request — or why there is none.
+
+use crate::config::TokenSource;
+use crate::error::AuthError;
+
+/// The token a request carries, and the sources (indices into `token_sources`) that held it,
+/// so that `forward_token: false` can remove it from each of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundToken {
+    pub token: String,
+    pub sources: Vec<usize>,
+}
+
+/// Reads every configured source in order. The same token in several sources is fine;
+/// different tokens are refused, because the upstream might read another one than we checked.
+/// `header` returns a request header by lower-case name (`:path` included).
+pub fn extract_token(
+    sources: &[TokenSource],
+    header: impl Fn(&str) -> Option<String>,
+) -> Result<FoundToken, AuthError> {
+    let mut found: Option<FoundToken> = None;
+    for (index, source) in sources.iter().enumerate() {
+        let Some(token) = read_source(source, &header)? else {
+            continue;
+        };
+        match &mut found {
+            None => {
+                found = Some(FoundToken {
+                    token,
+                    sources: vec![index],
+                })
+            }
+            Some(f) if f.token == token => f.sources.push(index),
+            Some(_) => return Err(AuthError::AmbiguousToken),
+        }
+    }
+    found.ok_or(AuthError::NoToken)
+}
+
+fn read_source(
+    source: &TokenSource,
+    header: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<String>, AuthError> {
+    match source {
+        TokenSource::Header { name } => Ok(header(name).and_then(|v| from_authorization(&v))),
+        TokenSource::HeaderWithPrefix { name, prefix } => Ok(header(name).and_then(|v| {
+            v.strip_prefix(prefix.as_str())
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+        })),
+        TokenSource::Query { name } => {
+            let path = header(":path").unwrap_or_default();
+            let query = path.split_once('?').map_or("", |(_, q)| q);
+            let query = query.split_once('#').map_or(query, |(q, _)| q);
+            single_value(query.split('&'), name)
+        }
+        TokenSource::Cookie { name } => {
+            let cookies = header("cookie").unwrap_or_default();
+            single_value(cookies.split(';').map(str::trim), name)
+        }
+    }
+}
+
+/// `Bearer <token>` (scheme in any case, RFC 6750) or a bare token (API Gateway REST accepts
+/// it). Another scheme, or `Bearer` with nothing after it, is no token at all.
+fn from_authorization(value: &str) -> Option<String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return None;
+    }
+    match value.split_once([' ', '\t']) {
+        Some((scheme, rest)) => {
+            if !scheme.eq_ignore_ascii_case("bearer") {
+                return None;
+            }
+            // Whatever follows (even `a b`) is the token: if it is not one, verification says so.
+            let token = rest.trim();
+            (!token.is_empty()).then(|| token.to_string())
+        }
+        None if value.eq_ignore_ascii_case("bearer") => None,
+        None => Some(value.to_string()),
+    }
+}
+
+/// The value of `name` among `name=value` pairs; several different values are ambiguous.
+fn single_value<'a>(
+    pairs: impl Iterator<Item = &'a str>,
+    name: &str,
+) -> Result<Option<String>, AuthError> {
+    let mut value: Option<&str> = None;
+    for pair in pairs {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k != name || v.is_empty() {
+            continue;
+        }
+        match value {
+            None => value = Some(v),
+            Some(existing) if existing == v => {}
+            Some(_) => return Err(AuthError::AmbiguousToken),
+        }
+    }
+    Ok(value.map(str::to_string))
+}
+
+/// `:path` without the query parameter `name` (for `forward_token: false`).
+pub fn path_without_query_param(path: &str, name: &str) -> String {
+    let Some((base, rest)) = path.split_once('?') else {
+        return path.to_string();
+    };
+    let (query, fragment) = match rest.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (rest, None),
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) != name)
+        .filter(|pair| !pair.is_empty())
+        .collect();
+    let mut out = base.to_string();
+    if !kept.is_empty() {
+        out.push('?');
+        out.push_str(&kept.join("&"));
+    }
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
+    }
+    out
+}
+
+/// The `cookie` header without the cookie `name`; `None` when nothing is left.
+pub fn cookie_header_without(cookies: &str, name: &str) -> Option<String> {
+    let kept: Vec<&str> = cookies
+        .split(';')
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && c.split_once('=').map_or(*c, |(k, _)| k) != name)
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn headers(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name: &str| map.get(name).cloned()
+    }
+
+    fn default_sources() -> Vec<TokenSource> {
+        vec![TokenSource::Header {
+            name: "authorization".into(),
+        }]
+    }
+
+    fn token_from(value: &str) -> Result<String, AuthError> {
+        extract_token(&default_sources(), headers(&[("authorization", value)])).map(|f| f.token)
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for v in ["Bearer a.b.c", "bearer a.b.c", "BEARER a.b.c", "BeArEr   a.b.c  "] {
+            assert_eq!(token_from(v), Ok("a.b.c".into()), "{v}");
+        }
+    }
+
+    #[test]
+    fn raw_token_is_accepted_like_api_gateway() {
+        assert_eq!(token_from("a.b.c"), Ok("a.b.c".into()));
+    }
+
+    #[test]
+    fn other_schemes_and_empty_bearer_are_no_token() {
+        for v in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "", "   "] {
+            assert_eq!(token_from(v), Err(AuthError::NoToken), "{v:?}");
+        }
+        assert_eq!(
+            extract_token(&default_sources(), headers(&[])),
+            Err(AuthError::NoToken)
+        );
+    }
+
+    #[test]
+    fn joined_duplicate_headers_do_not_yield_a_clean_token() {
+        // Envoy joins two Authorization headers as "a,b": that is not a token we could verify.
+        assert_eq!(token_from("Bearer x.y.z,Bearer a.b.c"), Ok("x.y.z,Bearer a.b.c".into()));
+    }
+
+    #[test]
+    fn sources_are_read_in_order_and_must_agree() {
+        let sources = vec![
+            TokenSource::Header {
+                name: "authorization".into(),
+            },
+            TokenSource::HeaderWithPrefix {
+                name: "x-token".into(),
+                prefix: "Token ".into(),
+            },
+            TokenSource::Query {
+                name: "access_token".into(),
+            },
+            TokenSource::Cookie { name: "jwt".into() },
+        ];
+        let same = extract_token(
+            &sources,
+            headers(&[
+                ("authorization", "Bearer t1"),
+                (":path", "/x?a=1&access_token=t1"),
+                ("cookie", "a=b; jwt=t1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(same.token, "t1");
+        assert_eq!(same.sources, vec![0, 2, 3]);
+        let different = extract_token(
+            &sources,
+            headers(&[("authorization", "Bearer t1"), ("cookie", "jwt=t2")]),
+        );
+        assert_eq!(different, Err(AuthError::AmbiguousToken));
+        let prefixed = extract_token(&sources, headers(&[("x-token", "Token t3")])).unwrap();
+        assert_eq!(prefixed.token, "t3");
+        let wrong_prefix = extract_token(&sources, headers(&[("x-token", "Bearer t3")]));
+        assert_eq!(wrong_prefix, Err(AuthError::NoToken));
+    }
+
+    #[test]
+    fn repeated_query_parameter_or_cookie_with_different_values_is_ambiguous() {
+        let q = vec![TokenSource::Query { name: "t".into() }];
+        assert_eq!(
+            extract_token(&q, headers(&[(":path", "/?t=a&t=b")])),
+            Err(AuthError::AmbiguousToken)
+        );
+        assert_eq!(
+            extract_token(&q, headers(&[(":path", "/?t=a&t=a#t=c")])).map(|f| f.token),
+            Ok("a".into())
+        );
+        let c = vec![TokenSource::Cookie { name: "t".into() }];
+        assert_eq!(
+            extract_token(&c, headers(&[("cookie", "t=a; t=b")])),
+            Err(AuthError::AmbiguousToken)
+        );
+    }
+
+    #[test]
+    fn token_can_be_removed_from_query_and_cookie() {
+        assert_eq!(path_without_query_param("/x?a=1&t=abc&b=2", "t"), "/x?a=1&b=2");
+        assert_eq!(path_without_query_param("/x?t=abc", "t"), "/x");
+        assert_eq!(path_without_query_param("/x?t=abc#f", "t"), "/x#f");
+        assert_eq!(path_without_query_param("/x", "t"), "/x");
+        assert_eq!(cookie_header_without("a=1; t=abc; b=2", "t"), Some("a=1; b=2".into()));
+        assert_eq!(cookie_header_without("t=abc", "t"), None);
+    }
+}

@@ -1,0 +1,74 @@
+//! Identity for the upstream (SPEC §5): claim values as header values.
+
+use serde_json::Value;
+
+use crate::config::ClaimHeader;
+use crate::verify::VerifiedToken;
+
+/// The claim headers to add for a verified token: (header, value), in configuration order.
+/// Claims the token lacks (or that are `null`) produce no header.
+pub fn claim_headers(mapping: &[ClaimHeader], token: &VerifiedToken) -> Vec<(String, String)> {
+    mapping
+        .iter()
+        .filter_map(|m| {
+            let value = token.claims.get(&m.claim)?;
+            header_value(value).map(|v| (m.header.clone(), v))
+        })
+        .collect()
+}
+
+/// Strings as they are, arrays joined with `,`, numbers, booleans and objects as JSON.
+/// Control characters (CR and LF above all) are removed: a claim must never split a header.
+pub fn header_value(value: &Value) -> Option<String> {
+    let raw = match value {
+        Value::Null => return None,
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        other => other.to_string(),
+    };
+    Some(sanitize(&raw))
+}
+
+/// Removes control characters and surrounding whitespace.
+pub fn sanitize(raw: &str) -> String {
+    raw.chars()
+        .filter(|c| !c.is_control())
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn values_are_rendered_as_spec_says() {
+        assert_eq!(header_value(&json!("alice")), Some("alice".into()));
+        assert_eq!(header_value(&json!(["admins", "ops"])), Some("admins,ops".into()));
+        assert_eq!(header_value(&json!(42)), Some("42".into()));
+        assert_eq!(header_value(&json!(true)), Some("true".into()));
+        assert_eq!(header_value(&json!([1, "a"])), Some("1,a".into()));
+        assert_eq!(header_value(&json!({"a": 1})), Some(r#"{"a":1}"#.into()));
+        assert_eq!(header_value(&json!(null)), None);
+    }
+
+    #[test]
+    fn control_characters_never_reach_a_header() {
+        assert_eq!(
+            header_value(&json!("alice\r\nx-admin: true")),
+            Some("alicex-admin: true".into())
+        );
+        assert_eq!(header_value(&json!(["a\n", "\u{0}b"])), Some("a,b".into()));
+        assert_eq!(header_value(&json!("tab\there")), Some("tabhere".into()));
+        assert_eq!(header_value(&json!("ünïcode")), Some("ünïcode".into()));
+    }
+}

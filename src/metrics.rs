@@ -1,0 +1,101 @@
+//! Every metric name the filter publishes (SPEC §8), in one list. Names are a public
+//! contract: never rename one.
+
+/// A counter, process-wide (`cognito_authorizer.<name>`) and, for request outcomes, per pool
+/// (`cognito_authorizer.pool.<pool name>.<name>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Counter {
+    Allowed,
+    DeniedMissing,
+    DeniedInvalid,
+    DeniedExpired,
+    DeniedForbidden,
+    Unavailable,
+    JwksFetchOk,
+    JwksFetchFailed,
+    CacheHit,
+    CacheMiss,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 10] = [
+        Counter::Allowed,
+        Counter::DeniedMissing,
+        Counter::DeniedInvalid,
+        Counter::DeniedExpired,
+        Counter::DeniedForbidden,
+        Counter::Unavailable,
+        Counter::JwksFetchOk,
+        Counter::JwksFetchFailed,
+        Counter::CacheHit,
+        Counter::CacheMiss,
+    ];
+
+    /// Counters that are also kept per pool.
+    pub const PER_POOL: [Counter; 8] = [
+        Counter::Allowed,
+        Counter::DeniedMissing,
+        Counter::DeniedInvalid,
+        Counter::DeniedExpired,
+        Counter::DeniedForbidden,
+        Counter::Unavailable,
+        Counter::JwksFetchOk,
+        Counter::JwksFetchFailed,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::Allowed => "allowed",
+            Counter::DeniedMissing => "denied_missing",
+            Counter::DeniedInvalid => "denied_invalid",
+            Counter::DeniedExpired => "denied_expired",
+            Counter::DeniedForbidden => "denied_forbidden",
+            Counter::Unavailable => "unavailable",
+            Counter::JwksFetchOk => "jwks_fetch_ok",
+            Counter::JwksFetchFailed => "jwks_fetch_failed",
+            Counter::CacheHit => "cache_hit",
+            Counter::CacheMiss => "cache_miss",
+        }
+    }
+
+    /// `cognito_authorizer.<name>`
+    pub fn global_name(self) -> String {
+        format!("{PREFIX}.{}", self.name())
+    }
+
+    /// `cognito_authorizer.pool.<pool>.<name>`
+    pub fn pool_name(self, pool: &str) -> String {
+        format!("{PREFIX}.pool.{pool}.{}", self.name())
+    }
+}
+
+pub const PREFIX: &str = "cognito_authorizer";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_spec_names() {
+        let names: Vec<String> = Counter::ALL.iter().map(|c| c.global_name()).collect();
+        assert_eq!(
+            names,
+            [
+                "cognito_authorizer.allowed",
+                "cognito_authorizer.denied_missing",
+                "cognito_authorizer.denied_invalid",
+                "cognito_authorizer.denied_expired",
+                "cognito_authorizer.denied_forbidden",
+                "cognito_authorizer.unavailable",
+                "cognito_authorizer.jwks_fetch_ok",
+                "cognito_authorizer.jwks_fetch_failed",
+                "cognito_authorizer.cache_hit",
+                "cognito_authorizer.cache_miss",
+            ]
+        );
+        assert_eq!(
+            Counter::Allowed.pool_name("main"),
+            "cognito_authorizer.pool.main.allowed"
+        );
+    }
+}

@@ -1,0 +1,692 @@
+//! Token verification (SPEC §2), in two steps so that no key is fetched for a token that
+//! cheap checks already refuse:
+//!
+//! 1. [`inspect`]: structure, algorithm, issuer → pool, time and Cognito claims. Needs no key.
+//!    Its result is an [`UnverifiedToken`]: nothing in it may be trusted yet.
+//! 2. [`verify_signature`]: the pool's key by `kid`, then the signature (jwt-simple).
+//!
+//! jwt-simple's own defaults do not fit Cognito (15-minute tolerance, `exp` optional), so every
+//! claim rule is checked here, explicitly, with `now` and the skew given by the caller.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jwt_simple::prelude::{Duration, UnixTimeStamp, VerificationOptions};
+use serde::de::{Deserializer, Error as _, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::cognito::{client_candidates, TokenUse};
+use crate::config::Config;
+use crate::error::AuthError;
+use crate::jwks::{Algorithm, KeySet};
+use crate::rules::TokenFacts;
+
+/// Latest accepted time claim (2106-02-07): later values overflow jwt-simple's clock type.
+const MAX_TIMESTAMP: u64 = u32::MAX as u64;
+
+/// A token that passed every check that needs no key. Not trusted until
+/// [`verify_signature`] says so.
+#[derive(Debug, Clone)]
+pub struct UnverifiedToken<'t> {
+    token: &'t str,
+    /// Index of the pool named by `iss`.
+    pub pool: usize,
+    pub alg: Algorithm,
+    pub kid: String,
+    pub exp: u64,
+    pub token_use: Option<TokenUse>,
+    claims: Map<String, Value>,
+}
+
+/// A token whose signature and claims were verified: what rules and claim headers read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedToken {
+    pub pool: usize,
+    pub kid: String,
+    /// Fingerprint of the key that verified it (a cache entry dies with its key).
+    pub key_fingerprint: u64,
+    pub exp: u64,
+    pub token_use: Option<TokenUse>,
+    pub scopes: Vec<String>,
+    pub groups: Vec<String>,
+    pub claims: Map<String, Value>,
+}
+
+impl VerifiedToken {
+    pub fn sub(&self) -> Option<&str> {
+        self.claims.get("sub").and_then(Value::as_str)
+    }
+
+    /// The app client: `client_id` (access tokens) or the first `aud` (id tokens).
+    pub fn client_id(&self) -> Option<&str> {
+        client_candidates(&self.claims, self.token_use)
+            .ok()
+            .and_then(|c| c.first().copied())
+    }
+}
+
+impl TokenFacts for VerifiedToken {
+    fn token_use(&self) -> Option<TokenUse> {
+        self.token_use
+    }
+    fn scopes(&self) -> &[String] {
+        &self.scopes
+    }
+    fn groups(&self) -> &[String] {
+        &self.groups
+    }
+    fn claim_values(&self, claim: &str) -> Vec<&str> {
+        match self.claims.get(claim) {
+            Some(Value::String(s)) => vec![s.as_str()],
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The base64url payload segment of a compact JWS (for `payload_header`).
+pub fn payload_segment(token: &str) -> Option<&str> {
+    token.split('.').nth(1)
+}
+
+/// Step 1: every check that needs no key. `now` is Unix seconds.
+pub fn inspect<'t>(
+    token: &'t str,
+    config: &Config,
+    now: u64,
+) -> Result<UnverifiedToken<'t>, AuthError> {
+    // Bounded before any decoding: a huge token costs nothing but this comparison.
+    if token.len() > config.max_token_bytes {
+        return Err(AuthError::TokenTooLarge);
+    }
+    let mut parts = token.split('.');
+    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(AuthError::Malformed);
+    };
+    if signature_b64.is_empty() {
+        // An empty signature is `alg: none` in disguise.
+        return Err(AuthError::Malformed);
+    }
+    let header = decode_object(header_b64)?;
+    let payload = decode_object(payload_b64)?;
+    // Signature must at least be base64url; its bytes are checked by jwt-simple.
+    if !signature_b64.bytes().all(is_base64url) {
+        return Err(AuthError::Malformed);
+    }
+
+    let alg = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .and_then(Algorithm::parse)
+        .ok_or(AuthError::AlgorithmNotAllowed)?;
+    // `crit` names extensions we do not implement; RFC 7515 says such a token must be refused.
+    // `b64: false` (RFC 7797) changes what is signed; it is only legal with `crit`.
+    if header.contains_key("crit")
+        || header
+            .get("b64")
+            .is_some_and(|b| b != &Value::Bool(true))
+    {
+        return Err(AuthError::CriticalHeader);
+    }
+    // `jku`, `x5u`, `jwk`, `x5c` are never read: keys come only from the pool's JWKS.
+    let kid = match header.get("kid") {
+        Some(Value::String(k)) if !k.is_empty() => k.clone(),
+        _ => return Err(AuthError::MissingKeyId),
+    };
+
+    let pool_index = match payload.get("iss") {
+        Some(Value::String(iss)) => config.pool_for_issuer(iss),
+        _ => None,
+    }
+    .ok_or(AuthError::UnknownIssuer)?;
+    let pool = config
+        .pools
+        .get(pool_index)
+        .ok_or(AuthError::UnknownIssuer)?;
+
+    let skew = config.clock_skew_seconds;
+    let exp = timestamp(&payload, "exp")?.ok_or(AuthError::MissingExpiry)?;
+    if now > exp.saturating_add(skew) {
+        return Err(AuthError::Expired);
+    }
+    if let Some(nbf) = timestamp(&payload, "nbf")? {
+        if nbf > now.saturating_add(skew) {
+            return Err(AuthError::NotYetValid);
+        }
+    }
+    if let Some(iat) = timestamp(&payload, "iat")? {
+        if iat > now.saturating_add(skew) {
+            return Err(AuthError::IssuedInFuture);
+        }
+    }
+
+    let token_use = match pool.token_use {
+        None => None,
+        Some(allowed) => {
+            let use_ = payload
+                .get("token_use")
+                .and_then(Value::as_str)
+                .and_then(TokenUse::parse)
+                .ok_or(AuthError::TokenUseNotAllowed)?;
+            if !allowed.allows(use_) {
+                return Err(AuthError::TokenUseNotAllowed);
+            }
+            Some(use_)
+        }
+    };
+    let clients = client_candidates(&payload, token_use).map_err(AuthError::ClaimType)?;
+    if !pool.client_ids.is_empty()
+        && !clients
+            .iter()
+            .any(|c| pool.client_ids.iter().any(|allowed| allowed == c))
+    {
+        return Err(AuthError::ClientNotAllowed);
+    }
+    check_claim_types(&payload)?;
+
+    Ok(UnverifiedToken {
+        token,
+        pool: pool_index,
+        alg,
+        kid,
+        exp,
+        token_use,
+        claims: payload,
+    })
+}
+
+/// Step 2: the key named by `kid` in the pool's key set, then the signature.
+pub fn verify_signature(
+    unverified: UnverifiedToken<'_>,
+    keys: &KeySet,
+    config: &Config,
+    now: u64,
+) -> Result<VerifiedToken, AuthError> {
+    let jwk = keys.get(&unverified.kid).ok_or(AuthError::UnknownKeyId)?;
+    // The JWK decides which algorithms its key serves: a token cannot pick another one.
+    let verifier = jwk
+        .verifier(unverified.alg)
+        .ok_or(AuthError::KeyAlgorithmMismatch)?;
+    let options = VerificationOptions {
+        // jwt-simple re-checks times after the signature: same clock and skew as ours, so it
+        // can only agree (its 15-minute default tolerance is overridden).
+        artificial_time: Some(UnixTimeStamp::from_secs(now)),
+        time_tolerance: Some(Duration::from_secs(config.clock_skew_seconds)),
+        max_token_length: Some(config.max_token_bytes),
+        max_header_length: Some(config.max_token_bytes),
+        accept_future: false,
+        ..VerificationOptions::default()
+    };
+    if !verifier.verify(unverified.token, options) {
+        return Err(AuthError::BadSignature);
+    }
+    let claims = unverified.claims;
+    let scopes = scopes_of(&claims);
+    let groups = match claims.get("cognito:groups") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(VerifiedToken {
+        pool: unverified.pool,
+        kid: unverified.kid,
+        key_fingerprint: jwk.fingerprint,
+        exp: unverified.exp,
+        token_use: unverified.token_use,
+        scopes,
+        groups,
+        claims,
+    })
+}
+
+/// OAuth scopes: Cognito's space-separated `scope`, or `scp` (a list or a string) elsewhere.
+fn scopes_of(claims: &Map<String, Value>) -> Vec<String> {
+    let split = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    match (claims.get("scope"), claims.get("scp")) {
+        (Some(Value::String(s)), _) => split(s),
+        (_, Some(Value::String(s))) => split(s),
+        (_, Some(Value::Array(items))) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Claims that rules and headers read must have the type Cognito gives them: a wrong type is
+/// a forged or broken token, not a value to coerce.
+fn check_claim_types(claims: &Map<String, Value>) -> Result<(), AuthError> {
+    let string = |name: &'static str| match claims.get(name) {
+        None | Some(Value::String(_)) => Ok(()),
+        Some(_) => Err(AuthError::ClaimType(name)),
+    };
+    string("sub")?;
+    string("jti")?;
+    string("nonce")?;
+    string("scope")?;
+    string("client_id")?;
+    string("token_use")?;
+    let strings = |name: &'static str, or_string: bool| match claims.get(name) {
+        None => Ok(()),
+        Some(Value::String(_)) if or_string => Ok(()),
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => Ok(()),
+        Some(_) => Err(AuthError::ClaimType(name)),
+    };
+    strings("cognito:groups", false)?;
+    strings("scp", true)?;
+    strings("aud", true)
+}
+
+/// A time claim: absent, or an integer number of seconds within jwt-simple's range.
+fn timestamp(claims: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, AuthError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(t) if t <= MAX_TIMESTAMP => Ok(Some(t)),
+            _ => Err(AuthError::ClaimType(name)),
+        },
+    }
+}
+
+fn is_base64url(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+/// base64url (no padding, canonical) → a JSON object whose member names are unique.
+fn decode_object(segment: &str) -> Result<Map<String, Value>, AuthError> {
+    if segment.is_empty() || !segment.bytes().all(is_base64url) {
+        return Err(AuthError::Malformed);
+    }
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| AuthError::Malformed)?;
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    let object = UniqueObject::deserialize(&mut de).map_err(|e| {
+        if e.to_string().starts_with(DUPLICATE) {
+            AuthError::DuplicateClaim
+        } else {
+            AuthError::Malformed
+        }
+    })?;
+    de.end().map_err(|_| AuthError::Malformed)?;
+    Ok(object.0)
+}
+
+const DUPLICATE: &str = "duplicate member";
+
+/// A JSON object that refuses duplicate member names (serde_json would keep the last one,
+/// while other parsers — the upstream's — may keep the first).
+struct UniqueObject(Map<String, Value>);
+
+impl<'de> Deserialize<'de> for UniqueObject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = UniqueObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<UniqueObject, A::Error> {
+                let mut map = Map::new();
+                while let Some(key) = access.next_key::<String>()? {
+                    if map.contains_key(&key) {
+                        return Err(A::Error::custom(format_args!("{DUPLICATE} {key:?}")));
+                    }
+                    let value: Value = access.next_value()?;
+                    map.insert(key, value);
+                }
+                Ok(UniqueObject(map))
+            }
+        }
+        deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jwks::{parse_jwks, tests::rsa_jwk};
+    use jwt_simple::prelude::*;
+    use serde_json::json;
+    use std::sync::OnceLock;
+
+    const NOW: u64 = 1_800_000_000;
+    const POOL: &str = "us-east-1_TestPool1";
+    const ISS: &str = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_TestPool1";
+    const CLIENT: &str = "client-abc";
+
+    fn key() -> &'static RS256KeyPair {
+        static KEY: OnceLock<RS256KeyPair> = OnceLock::new();
+        KEY.get_or_init(|| RS256KeyPair::generate(2048).unwrap())
+    }
+
+    fn other_key() -> &'static RS256KeyPair {
+        static KEY: OnceLock<RS256KeyPair> = OnceLock::new();
+        KEY.get_or_init(|| RS256KeyPair::generate(2048).unwrap())
+    }
+
+    fn config() -> Config {
+        Config::parse(
+            json!({"user_pools": [{"user_pool_id": POOL, "client_ids": [CLIENT], "jwks_cluster": "c"}]})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap()
+        .0
+    }
+
+    fn keys() -> KeySet {
+        let body = json!({"keys": [rsa_jwk(key(), "kid-1", Some("RS256"))]}).to_string();
+        parse_jwks(body.as_bytes(), 65536).unwrap().keys
+    }
+
+    fn b64(v: &Value) -> String {
+        URL_SAFE_NO_PAD.encode(v.to_string())
+    }
+
+    /// Signs `header.payload` with the test key (RS256), whatever the header says.
+    fn sign(header: &Value, payload: &Value) -> String {
+        sign_raw(&b64(header), &b64(payload), key())
+    }
+
+    /// Signs `header_b64.payload_b64` with RS256 whatever the header says (jwt-simple only
+    /// signs headers it builds itself, so adversarial headers go through superboring).
+    fn sign_raw(header_b64: &str, payload_b64: &str, with: &RS256KeyPair) -> String {
+        use superboring::hash::MessageDigest;
+        use superboring::pkey::PKey;
+        use superboring::rsa::Padding;
+        use superboring::sign::Signer;
+        let input = format!("{header_b64}.{payload_b64}");
+        let pkey = PKey::from_rsa(with.key_pair().as_ref().clone()).unwrap();
+        let mut signer = Signer::new(MessageDigest::sha256(), &pkey).unwrap();
+        signer.set_rsa_padding(Padding::PKCS1).unwrap();
+        signer.update(input.as_bytes()).unwrap();
+        let sig = signer.sign_to_vec().unwrap();
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
+    }
+
+    fn id_header() -> Value {
+        json!({"kid": "kid-1", "alg": "RS256"})
+    }
+
+    /// A Cognito id token for alice, valid for an hour from NOW.
+    fn id_payload() -> Value {
+        json!({
+            "sub": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", "aud": CLIENT, "iss": ISS,
+            "token_use": "id", "cognito:username": "alice", "cognito:groups": ["admins"],
+            "auth_time": NOW - 10, "iat": NOW - 10, "exp": NOW + 3600, "email": "alice@example.com"
+        })
+    }
+
+    /// A Cognito access token, as issued by the client-credentials flow with custom scopes.
+    fn access_payload() -> Value {
+        json!({
+            "sub": "m2m", "client_id": CLIENT, "iss": ISS, "token_use": "access",
+            "scope": "api/read api/write", "iat": NOW - 10, "exp": NOW + 3600, "jti": "j"
+        })
+    }
+
+    fn check(token: &str) -> Result<VerifiedToken, AuthError> {
+        check_at(token, NOW)
+    }
+
+    fn check_at(token: &str, now: u64) -> Result<VerifiedToken, AuthError> {
+        let c = config();
+        let u = inspect(token, &c, now)?;
+        verify_signature(u, &keys(), &c, now)
+    }
+
+    fn with(mut payload: Value, key: &str, value: Value) -> Value {
+        payload[key] = value;
+        payload
+    }
+
+    fn without(mut payload: Value, key: &str) -> Value {
+        payload.as_object_mut().unwrap().remove(key);
+        payload
+    }
+
+    #[test]
+    fn valid_id_token_is_verified_with_its_groups() {
+        let v = check(&sign(&id_header(), &id_payload())).unwrap();
+        assert_eq!(v.token_use, Some(TokenUse::Id));
+        assert_eq!(v.groups, vec!["admins"]);
+        assert_eq!(v.sub(), Some("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"));
+        assert_eq!(v.client_id(), Some(CLIENT));
+    }
+
+    #[test]
+    fn valid_access_token_is_verified_with_its_scopes() {
+        let v = check(&sign(&id_header(), &access_payload())).unwrap();
+        assert_eq!(v.token_use, Some(TokenUse::Access));
+        assert_eq!(v.scopes, vec!["api/read", "api/write"]);
+        assert_eq!(v.client_id(), Some(CLIENT));
+    }
+
+    #[test]
+    fn exp_in_past_beyond_skew_is_expired_but_within_skew_ok() {
+        let t = sign(&id_header(), &with(id_payload(), "exp", json!(NOW - 61)));
+        assert_eq!(check(&t), Err(AuthError::Expired));
+        let t = sign(&id_header(), &with(id_payload(), "exp", json!(NOW - 59)));
+        assert!(check(&t).is_ok());
+    }
+
+    #[test]
+    fn missing_exp_is_refused_unlike_jwt_simple_default() {
+        let t = sign(&id_header(), &without(id_payload(), "exp"));
+        assert_eq!(check(&t), Err(AuthError::MissingExpiry));
+    }
+
+    #[test]
+    fn time_claims_of_wrong_type_are_refused() {
+        for bad in [json!("1900000000"), json!(1.9e9), json!(-1), json!(null), json!(u64::MAX), json!(1u64 << 40)] {
+            let t = sign(&id_header(), &with(id_payload(), "exp", bad.clone()));
+            assert_eq!(check(&t), Err(AuthError::ClaimType("exp")), "exp {bad}");
+            let t = sign(&id_header(), &with(id_payload(), "nbf", bad.clone()));
+            assert_eq!(check(&t), Err(AuthError::ClaimType("nbf")), "nbf {bad}");
+        }
+    }
+
+    #[test]
+    fn nbf_and_iat_in_future_beyond_skew_are_refused() {
+        let t = sign(&id_header(), &with(id_payload(), "nbf", json!(NOW + 61)));
+        assert_eq!(check(&t), Err(AuthError::NotYetValid));
+        let t = sign(&id_header(), &with(id_payload(), "nbf", json!(NOW + 59)));
+        assert!(check(&t).is_ok());
+        let t = sign(&id_header(), &with(id_payload(), "iat", json!(NOW + 61)));
+        assert_eq!(check(&t), Err(AuthError::IssuedInFuture));
+    }
+
+    #[test]
+    fn issuer_must_name_a_configured_pool_exactly() {
+        for iss in [
+            json!("https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Other"),
+            json!(format!("{ISS}/")),
+            json!(ISS.to_uppercase()),
+            json!(5),
+        ] {
+            let t = sign(&id_header(), &with(id_payload(), "iss", iss.clone()));
+            assert_eq!(check(&t), Err(AuthError::UnknownIssuer), "{iss}");
+        }
+        let t = sign(&id_header(), &without(id_payload(), "iss"));
+        assert_eq!(check(&t), Err(AuthError::UnknownIssuer));
+    }
+
+    #[test]
+    fn client_is_aud_for_id_tokens_and_client_id_for_access_tokens() {
+        let t = sign(&id_header(), &with(id_payload(), "aud", json!("other")));
+        assert_eq!(check(&t), Err(AuthError::ClientNotAllowed));
+        let t = sign(&id_header(), &with(id_payload(), "aud", json!(["other", CLIENT])));
+        assert!(check(&t).is_ok());
+        let t = sign(&id_header(), &with(access_payload(), "client_id", json!("other")));
+        assert_eq!(check(&t), Err(AuthError::ClientNotAllowed));
+        // An access token's aud is not its client: Cognito access tokens have none.
+        let t = sign(
+            &id_header(),
+            &with(without(access_payload(), "client_id"), "aud", json!(CLIENT)),
+        );
+        assert_eq!(check(&t), Err(AuthError::ClientNotAllowed));
+    }
+
+    #[test]
+    fn token_use_must_be_present_and_allowed() {
+        let t = sign(&id_header(), &without(id_payload(), "token_use"));
+        assert_eq!(check(&t), Err(AuthError::TokenUseNotAllowed));
+        let t = sign(&id_header(), &with(id_payload(), "token_use", json!("refresh")));
+        assert_eq!(check(&t), Err(AuthError::TokenUseNotAllowed));
+        let mut c = config();
+        c.pools[0].token_use = Some(crate::config::AllowedTokenUse { id: false, access: true });
+        let t = sign(&id_header(), &id_payload());
+        assert_eq!(inspect(&t, &c, NOW).err(), Some(AuthError::TokenUseNotAllowed));
+    }
+
+    #[test]
+    fn tampered_payload_or_signature_fails_the_signature() {
+        let t = sign(&id_header(), &id_payload());
+        let parts: Vec<&str> = t.split('.').collect();
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            b64(&with(id_payload(), "cognito:groups", json!(["root"]))),
+            parts[2]
+        );
+        assert_eq!(check(&forged), Err(AuthError::BadSignature));
+        for pos in [0, parts[2].len() / 2, parts[2].len() - 2] {
+            let mut sig = parts[2].as_bytes().to_vec();
+            sig[pos] = if sig[pos] == b'A' { b'B' } else { b'A' };
+            let t = format!("{}.{}.{}", parts[0], parts[1], String::from_utf8(sig).unwrap());
+            assert_eq!(check(&t), Err(AuthError::BadSignature), "flip at {pos}");
+        }
+    }
+
+    #[test]
+    fn signature_by_another_key_with_the_same_kid_fails() {
+        let t = sign_raw(&b64(&id_header()), &b64(&id_payload()), other_key());
+        assert_eq!(check(&t), Err(AuthError::BadSignature));
+    }
+
+    #[test]
+    fn alg_none_and_hmac_are_refused_before_any_key_lookup() {
+        for alg in ["none", "None", "NONE", "HS256", "HS384", "HS512", "rs256", ""] {
+            let t = format!("{}.{}.c2ln", b64(&json!({"alg": alg, "kid": "kid-1"})), b64(&id_payload()));
+            assert_eq!(check(&t), Err(AuthError::AlgorithmNotAllowed), "{alg}");
+        }
+        let t = format!("{}.{}.", b64(&json!({"alg": "none"})), b64(&id_payload()));
+        assert_eq!(check(&t), Err(AuthError::Malformed));
+    }
+
+    #[test]
+    fn alg_that_the_jwk_does_not_serve_is_refused() {
+        let t = sign(&json!({"kid": "kid-1", "alg": "PS256"}), &id_payload());
+        assert_eq!(check(&t), Err(AuthError::KeyAlgorithmMismatch));
+    }
+
+    #[test]
+    fn unknown_or_missing_kid_is_refused() {
+        let t = sign(&json!({"kid": "nope", "alg": "RS256"}), &id_payload());
+        assert_eq!(check(&t), Err(AuthError::UnknownKeyId));
+        let t = sign(&json!({"alg": "RS256"}), &id_payload());
+        assert_eq!(check(&t), Err(AuthError::MissingKeyId));
+        let t = sign(&json!({"alg": "RS256", "kid": 7}), &id_payload());
+        assert_eq!(check(&t), Err(AuthError::MissingKeyId));
+    }
+
+    #[test]
+    fn crit_and_b64_false_headers_are_refused() {
+        let t = sign(&json!({"kid": "kid-1", "alg": "RS256", "crit": ["exp"]}), &id_payload());
+        assert_eq!(check(&t), Err(AuthError::CriticalHeader));
+        let t = sign(&json!({"kid": "kid-1", "alg": "RS256", "b64": false}), &id_payload());
+        assert_eq!(check(&t), Err(AuthError::CriticalHeader));
+    }
+
+    #[test]
+    fn key_carrying_headers_are_ignored_not_followed() {
+        let t = sign(
+            &json!({"kid": "kid-1", "alg": "RS256", "jku": "http://127.0.0.1:1/jwks", "x5u": "http://127.0.0.1:1/x"}),
+            &id_payload(),
+        );
+        assert!(check(&t).is_ok());
+    }
+
+    #[test]
+    fn malformed_structures_are_refused() {
+        let good = sign(&id_header(), &id_payload());
+        let parts: Vec<&str> = good.split('.').collect();
+        let cases = [
+            "".to_string(),
+            "abc".to_string(),
+            format!("{}.{}", parts[0], parts[1]),
+            format!("{good}.extra"),
+            format!(".{}.{}", parts[1], parts[2]),
+            format!("{}..{}", parts[0], parts[2]),
+            format!("{}=.{}.{}", parts[0], parts[1], parts[2]),
+            format!("{}.{}.{}", parts[0].replace('-', "+"), parts[1], "a+b/"),
+            format!("{} .{}.{}", parts[0], parts[1], parts[2]),
+            format!("{}.{}.{}", URL_SAFE_NO_PAD.encode("[1,2]"), parts[1], parts[2]),
+            format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode("not json"), parts[2]),
+            format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode("{} trailing"), parts[2]),
+        ];
+        for t in cases {
+            let r = check(&t);
+            assert!(
+                matches!(r, Err(AuthError::Malformed) | Err(AuthError::AlgorithmNotAllowed)),
+                "{t:.60}: {r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn deeply_nested_json_is_refused_without_stack_overflow() {
+        let mut c = config();
+        c.max_token_bytes = 1 << 20;
+        let nested = format!(r#"{{"a":{}1{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
+        let t = format!("{}.{}.c2ln", b64(&id_header()), URL_SAFE_NO_PAD.encode(nested));
+        assert_eq!(inspect(&t, &c, NOW).err(), Some(AuthError::Malformed));
+    }
+
+    #[test]
+    fn duplicate_members_are_refused() {
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","kid":"kid-1","alg":"HS256"}"#);
+        let t = sign_raw(&header, &b64(&id_payload()), key());
+        assert_eq!(check(&t), Err(AuthError::DuplicateClaim));
+        let payload_json = id_payload().to_string();
+        let dup = format!(r#"{{"sub":"evil",{}"#, &payload_json[1..]);
+        let t = sign_raw(&b64(&id_header()), &URL_SAFE_NO_PAD.encode(dup), key());
+        assert_eq!(check(&t), Err(AuthError::DuplicateClaim));
+    }
+
+    #[test]
+    fn oversize_token_is_refused_without_decoding() {
+        let mut c = config();
+        c.max_token_bytes = 300;
+        let t = sign(&id_header(), &id_payload());
+        assert!(t.len() > 300);
+        assert_eq!(inspect(&t, &c, NOW).err(), Some(AuthError::TokenTooLarge));
+        assert_eq!(inspect(&"a".repeat(1 << 20), &c, NOW).err(), Some(AuthError::TokenTooLarge));
+    }
+
+    #[test]
+    fn claim_types_that_rules_read_are_enforced() {
+        let t = sign(&id_header(), &with(id_payload(), "cognito:groups", json!("admins")));
+        assert_eq!(check(&t), Err(AuthError::ClaimType("cognito:groups")));
+        let t = sign(&id_header(), &with(id_payload(), "sub", json!(1)));
+        assert_eq!(check(&t), Err(AuthError::ClaimType("sub")));
+        let t = sign(&id_header(), &with(id_payload(), "aud", json!({"a": 1})));
+        assert_eq!(check(&t), Err(AuthError::ClaimType("aud")));
+    }
+
+    #[test]
+    fn scp_list_or_string_gives_scopes_for_other_issuers() {
+        let m = |v: Value| v.as_object().unwrap().clone();
+        assert_eq!(scopes_of(&m(json!({"scp": ["a", "b"]}))), vec!["a", "b"]);
+        assert_eq!(scopes_of(&m(json!({"scp": "a b"}))), vec!["a", "b"]);
+        assert_eq!(scopes_of(&m(json!({"scope": "x"}))), vec!["x"]);
+        assert!(scopes_of(&m(json!({}))).is_empty());
+    }
+}
