@@ -1,0 +1,94 @@
+//! Small wrappers over host calls: clock, metrics, properties, request headers.
+
+use std::time::UNIX_EPOCH;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{MapType, MetricType};
+
+use crate::config::Config;
+use crate::metrics::{Counter, PREFIX};
+
+/// Host wall-clock time in milliseconds since the Unix epoch (0 if the host cannot tell).
+pub fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Cheap entropy for backoff jitter: the host clock's nanoseconds.
+pub fn jitter() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::from(d.subsec_nanos()).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+pub fn request_header(name: &str) -> Option<String> {
+    hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
+        .ok()
+        .flatten()
+}
+
+pub fn set_request_header(name: &str, value: Option<&str>) {
+    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
+}
+
+/// Publishes `cognito_authorizer.<key>` as a property (Envoy filter state `wasm.<key>`).
+pub fn set_property(key: &'static str, value: &str) {
+    let _ = hostcalls::set_property(vec![key], Some(value.as_bytes()));
+}
+
+/// Metric ids, defined once per VM at configure time.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    global: Vec<(Counter, u32)>,
+    /// Per pool, same order as `config.pools`.
+    per_pool: Vec<Vec<(Counter, u32)>>,
+}
+
+impl Metrics {
+    pub fn define(config: &Config) -> Metrics {
+        let define = |name: String| hostcalls::define_metric(MetricType::Counter, &name).ok();
+        let global = Counter::ALL
+            .iter()
+            .filter_map(|c| define(c.global_name()).map(|id| (*c, id)))
+            .collect();
+        let per_pool = config
+            .pools
+            .iter()
+            .map(|p| {
+                Counter::PER_POOL
+                    .iter()
+                    .filter_map(|c| define(c.pool_name(&p.name)).map(|id| (*c, id)))
+                    .collect()
+            })
+            .collect();
+        Metrics { global, per_pool }
+    }
+
+    /// Counts once globally and, when the pool is known, once for the pool.
+    pub fn count(&self, counter: Counter, pool: Option<usize>) {
+        let bump = |ids: &[(Counter, u32)]| {
+            if let Some((_, id)) = ids.iter().find(|(c, _)| *c == counter) {
+                let _ = hostcalls::increment_metric(*id, 1);
+            }
+        };
+        bump(&self.global);
+        if let Some(ids) = pool.and_then(|p| self.per_pool.get(p)) {
+            bump(ids);
+        }
+    }
+}
+
+/// Property names (SPEC §5), readable as `%FILTER_STATE(wasm.<name>:PLAIN)%`.
+pub mod property {
+    pub const DECISION: &str = "cognito_authorizer.decision";
+    pub const REASON: &str = "cognito_authorizer.reason";
+    pub const POOL: &str = "cognito_authorizer.pool";
+    pub const SUB: &str = "cognito_authorizer.sub";
+    pub const CLIENT_ID: &str = "cognito_authorizer.client_id";
+}
+
+/// Used in log lines so that they can be grepped together.
+pub const LOG_PREFIX: &str = PREFIX;
