@@ -20,9 +20,11 @@ impl<'a> PoolId<'a> {
         let region_ok = {
             let parts: Vec<&str> = region.split('-').collect();
             parts.len() >= 3
-                && parts
-                    .iter()
-                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+                && parts.iter().all(|p| {
+                    !p.is_empty()
+                        && p.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                })
                 && parts
                     .last()
                     .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
@@ -79,7 +81,9 @@ impl JwksLocation {
             return Err(format!("{uri:?} has no valid host"));
         }
         if !valid(path) {
-            return Err(format!("{uri:?} has spaces or control characters in its path"));
+            return Err(format!(
+                "{uri:?} has spaces or control characters in its path"
+            ));
         }
         Ok(JwksLocation {
             authority: authority.to_string(),
@@ -133,6 +137,18 @@ pub fn client_candidates(
                 .map_or(Ok(Vec::new()), from_client_id),
         },
     }
+}
+
+fn from_aud(aud: &Value) -> Result<Vec<&str>, &'static str> {
+    match aud {
+        Value::String(s) => Ok(vec![s.as_str()]),
+        Value::Array(items) => items.iter().map(|v| v.as_str().ok_or("aud")).collect(),
+        _ => Err("aud"),
+    }
+}
+
+fn from_client_id(v: &Value) -> Result<Vec<&str>, &'static str> {
+    v.as_str().map(|s| vec![s]).ok_or("client_id")
 }
 
 #[cfg(test)]
@@ -212,16 +228,4 @@ mod tests {
         let bad = json!({"aud": 5});
         assert_eq!(client_candidates(&m(&bad), Some(TokenUse::Id)), Err("aud"));
     }
-}
-
-fn from_aud(aud: &Value) -> Result<Vec<&str>, &'static str> {
-    match aud {
-        Value::String(s) => Ok(vec![s.as_str()]),
-        Value::Array(items) => items.iter().map(|v| v.as_str().ok_or("aud")).collect(),
-        _ => Err("aud"),
-    }
-}
-
-fn from_client_id(v: &Value) -> Result<Vec<&str>, &'static str> {
-    v.as_str().map(|s| vec![s]).ok_or("client_id")
 }

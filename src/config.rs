@@ -74,11 +74,20 @@ impl AllowedTokenUse {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSource {
     /// `Bearer <jwt>` (scheme in any case) or the raw `<jwt>`.
-    Header { name: String },
+    Header {
+        name: String,
+    },
     /// Exactly `<prefix><jwt>`.
-    HeaderWithPrefix { name: String, prefix: String },
-    Query { name: String },
-    Cookie { name: String },
+    HeaderWithPrefix {
+        name: String,
+        prefix: String,
+    },
+    Query {
+        name: String,
+    },
+    Cookie {
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -435,8 +444,12 @@ impl Config {
         let clock_skew_seconds = bounded(wire.clock_skew_seconds, 0, 3600, "clock_skew_seconds")?;
         let max_token_bytes = bounded(wire.max_token_bytes, 256, 1 << 20, "max_token_bytes")?;
         let jwks_timeout_ms = bounded(wire.jwks_timeout_ms, 100, 60_000, "jwks_timeout_ms")?;
-        let jwks_refresh_seconds =
-            bounded(wire.jwks_refresh_seconds, 1, 7 * 86400, "jwks_refresh_seconds")?;
+        let jwks_refresh_seconds = bounded(
+            wire.jwks_refresh_seconds,
+            1,
+            7 * 86400,
+            "jwks_refresh_seconds",
+        )?;
         let jwks_min_refetch_seconds = bounded(
             wire.jwks_min_refetch_seconds,
             0,
@@ -534,11 +547,9 @@ fn validate_pool(wp: WirePool, path: &str) -> Result<Pool, ConfigError> {
         }
         None => pool_id.issuer(),
     };
-    let jwks_uri = wp
-        .jwks_uri
-        .unwrap_or_else(|| jwks_uri_for_issuer(&issuer));
-    let jwks =
-        JwksLocation::parse(&jwks_uri).map_err(|e| ConfigError::new(format!("{path}.jwks_uri"), e))?;
+    let jwks_uri = wp.jwks_uri.unwrap_or_else(|| jwks_uri_for_issuer(&issuer));
+    let jwks = JwksLocation::parse(&jwks_uri)
+        .map_err(|e| ConfigError::new(format!("{path}.jwks_uri"), e))?;
 
     let client_ids = wp.client_ids.unwrap_or_default();
     for (i, c) in client_ids.iter().enumerate() {
@@ -611,7 +622,11 @@ fn validate_source(s: WireTokenSource, path: &str) -> Result<TokenSource, Config
             })
         }
         (None, Some(q), None, None) => {
-            if q.is_empty() || !q.bytes().all(|b| b.is_ascii_graphic() && !b"&=#?%".contains(&b)) {
+            if q.is_empty()
+                || !q
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"&=#?%".contains(&b))
+            {
                 return Err(ConfigError::new(
                     format!("{path}.query"),
                     "must be a plain query parameter name",
@@ -620,7 +635,11 @@ fn validate_source(s: WireTokenSource, path: &str) -> Result<TokenSource, Config
             Ok(TokenSource::Query { name: q })
         }
         (None, None, Some(c), None) => {
-            if c.is_empty() || !c.bytes().all(|b| b.is_ascii_graphic() && !b";=,\"".contains(&b)) {
+            if c.is_empty()
+                || !c
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b";=,\"".contains(&b))
+            {
                 return Err(ConfigError::new(
                     format!("{path}.cookie"),
                     "must be a plain cookie name",
@@ -665,7 +684,9 @@ fn identity_header(
     if RESERVED_HEADERS.contains(&header.as_str()) || source_headers.contains(header.as_str()) {
         return Err(ConfigError::new(
             path,
-            format!("{header:?} is reserved (routing, framing or credentials) and cannot carry claims"),
+            format!(
+                "{header:?} is reserved (routing, framing or credentials) and cannot carry claims"
+            ),
         ));
     }
     Ok(header)
@@ -768,7 +789,9 @@ mod tests {
             r#"{"user_pools":[{"user_pool_id":"us-east-1_X","jwks_cluster":"c"}],"bogus":1}"#,
         );
         assert!(e.to_string().contains("bogus"), "{e}");
-        let e = error_of(r#"{"user_pools":[{"user_pool_id":"us-east-1_X","jwks_cluster":"c","colour":1}]}"#);
+        let e = error_of(
+            r#"{"user_pools":[{"user_pool_id":"us-east-1_X","jwks_cluster":"c","colour":1}]}"#,
+        );
         assert!(e.path.starts_with("user_pools[0]"), "{e}");
         assert!(e.to_string().contains("colour"), "{e}");
     }
@@ -785,9 +808,13 @@ mod tests {
             r#"{"user_pools":[{"user_pool_id":"us-east-1_X","jwks_cluster":"c"}],"clock_skew_seconds":"60"}"#,
         );
         assert_eq!(e.path, "clock_skew_seconds");
-        let e = error_of(r#"{"user_pools":[{"user_pool_id":"us-east-1_X","jwks_cluster":"c","client_ids":"abc"}]}"#);
+        let e = error_of(
+            r#"{"user_pools":[{"user_pool_id":"us-east-1_X","jwks_cluster":"c","client_ids":"abc"}]}"#,
+        );
         assert_eq!(e.path, "user_pools[0].client_ids");
-        let e = error_of(r#"{"user_pools":[{"user_pool_id":"us-east-1_X","jwks_cluster":"c"}],"mode":"audit"}"#);
+        let e = error_of(
+            r#"{"user_pools":[{"user_pool_id":"us-east-1_X","jwks_cluster":"c"}],"mode":"audit"}"#,
+        );
         assert_eq!(e.path, "mode");
     }
 
@@ -795,9 +822,11 @@ mod tests {
     fn missing_or_empty_user_pools_are_refused() {
         assert_eq!(error_of(r#"{"user_pools":[]}"#).path, "user_pools");
         assert!(error_of(r#"{}"#).to_string().contains("user_pools"));
-        assert!(error_of(r#"{"user_pools":[{"user_pool_id":"us-east-1_X"}]}"#)
-            .to_string()
-            .contains("jwks_cluster"));
+        assert!(
+            error_of(r#"{"user_pools":[{"user_pool_id":"us-east-1_X"}]}"#)
+                .to_string()
+                .contains("jwks_cluster")
+        );
         assert!(parse("not json").is_err());
         assert!(parse("[]").is_err());
     }
@@ -813,9 +842,13 @@ mod tests {
 
     #[test]
     fn token_use_values_are_checked() {
-        let e = error_of(r#"{"user_pools":[{"user_pool_id":"us-east-1_X","jwks_cluster":"c","token_use":["refresh"]}]}"#);
+        let e = error_of(
+            r#"{"user_pools":[{"user_pool_id":"us-east-1_X","jwks_cluster":"c","token_use":["refresh"]}]}"#,
+        );
         assert_eq!(e.path, "user_pools[0].token_use[0]");
-        let e = error_of(r#"{"user_pools":[{"user_pool_id":"us-east-1_X","jwks_cluster":"c","token_use":[]}]}"#);
+        let e = error_of(
+            r#"{"user_pools":[{"user_pool_id":"us-east-1_X","jwks_cluster":"c","token_use":[]}]}"#,
+        );
         assert_eq!(e.path, "user_pools[0].token_use");
     }
 
@@ -837,10 +870,19 @@ mod tests {
                 prefix: "Token ".into()
             }
         );
-        assert_eq!(error_of(&base(r#"[{"header":"a","query":"b"}]"#)).path, "token_sources[0]");
-        assert_eq!(error_of(&base(r#"[{"query":"a","prefix":"b"}]"#)).path, "token_sources[0].prefix");
+        assert_eq!(
+            error_of(&base(r#"[{"header":"a","query":"b"}]"#)).path,
+            "token_sources[0]"
+        );
+        assert_eq!(
+            error_of(&base(r#"[{"query":"a","prefix":"b"}]"#)).path,
+            "token_sources[0].prefix"
+        );
         assert_eq!(error_of(&base(r#"[]"#)).path, "token_sources");
-        assert_eq!(error_of(&base(r#"[{"header":"bad header"}]"#)).path, "token_sources[0].header");
+        assert_eq!(
+            error_of(&base(r#"[{"header":"bad header"}]"#)).path,
+            "token_sources[0].header"
+        );
     }
 
     #[test]

@@ -59,7 +59,12 @@ impl Refusal {
 
 /// Builds the reply for a refusal. `scope_hint` names the scopes a failed route requirement
 /// asked for (empty when none); `retry_after` is used for 503s.
-pub fn local_reply(error: &AuthError, realm: &str, scope_hint: &str, retry_after: u64) -> LocalReply {
+pub fn local_reply(
+    error: &AuthError,
+    realm: &str,
+    scope_hint: &str,
+    retry_after: u64,
+) -> LocalReply {
     let refusal = error.refusal();
     let www_authenticate = match refusal {
         Refusal::Missing => Some(format!(r#"Bearer realm="{realm}""#)),
@@ -67,9 +72,9 @@ pub fn local_reply(error: &AuthError, realm: &str, scope_hint: &str, retry_after
         Refusal::Expired => Some(format!(
             r#"Bearer realm="{realm}", error="invalid_token", error_description="The token has expired""#
         )),
-        Refusal::Forbidden if scope_hint.is_empty() => {
-            Some(format!(r#"Bearer realm="{realm}", error="insufficient_scope""#))
-        }
+        Refusal::Forbidden if scope_hint.is_empty() => Some(format!(
+            r#"Bearer realm="{realm}", error="insufficient_scope""#
+        )),
         Refusal::Forbidden => Some(format!(
             r#"Bearer realm="{realm}", error="insufficient_scope", scope="{scope_hint}""#
         )),
@@ -115,7 +120,10 @@ mod tests {
     use crate::error::Requirement;
 
     fn header<'a>(r: &'a LocalReply, name: &str) -> Option<&'a str> {
-        r.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+        r.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     #[test]
@@ -123,13 +131,20 @@ mod tests {
         let r = local_reply(&AuthError::NoToken, "api", "", 0);
         assert_eq!(r.status, 401);
         assert_eq!(r.body, r#"{"message":"Unauthorized"}"#);
-        assert_eq!(header(&r, "www-authenticate"), Some(r#"Bearer realm="api""#));
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            Some(r#"Bearer realm="api""#)
+        );
         assert_eq!(header(&r, "content-type"), Some("application/json"));
     }
 
     #[test]
     fn invalid_token_reply() {
-        for e in [AuthError::BadSignature, AuthError::UnknownIssuer, AuthError::AmbiguousToken] {
+        for e in [
+            AuthError::BadSignature,
+            AuthError::UnknownIssuer,
+            AuthError::AmbiguousToken,
+        ] {
             let r = local_reply(&e, "api", "", 0);
             assert_eq!(r.status, 401);
             assert_eq!(r.body, r#"{"message":"Unauthorized"}"#);
@@ -147,20 +162,32 @@ mod tests {
         assert_eq!(r.body, r#"{"message":"The incoming token has expired"}"#);
         assert_eq!(
             header(&r, "www-authenticate"),
-            Some(r#"Bearer realm="shop", error="invalid_token", error_description="The token has expired""#)
+            Some(
+                r#"Bearer realm="shop", error="invalid_token", error_description="The token has expired""#
+            )
         );
     }
 
     #[test]
     fn forbidden_reply_names_scopes_only_when_required() {
-        let r = local_reply(&AuthError::RequirementNotMet(Requirement::Scopes), "api", "api/admin", 0);
+        let r = local_reply(
+            &AuthError::RequirementNotMet(Requirement::Scopes),
+            "api",
+            "api/admin",
+            0,
+        );
         assert_eq!(r.status, 403);
         assert_eq!(r.body, r#"{"message":"Forbidden"}"#);
         assert_eq!(
             header(&r, "www-authenticate"),
             Some(r#"Bearer realm="api", error="insufficient_scope", scope="api/admin""#)
         );
-        let r = local_reply(&AuthError::RequirementNotMet(Requirement::Groups), "api", "", 0);
+        let r = local_reply(
+            &AuthError::RequirementNotMet(Requirement::Groups),
+            "api",
+            "",
+            0,
+        );
         assert_eq!(
             header(&r, "www-authenticate"),
             Some(r#"Bearer realm="api", error="insufficient_scope""#)
@@ -186,7 +213,10 @@ mod tests {
         assert_eq!(
             cors_headers(Some("https://app.example.com"), &allowed),
             vec![
-                ("access-control-allow-origin", "https://app.example.com".to_string()),
+                (
+                    "access-control-allow-origin",
+                    "https://app.example.com".to_string()
+                ),
                 ("vary", "origin".to_string())
             ]
         );

@@ -159,7 +159,11 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid configuration at {}: {}", self.path, self.problem)
+        write!(
+            f,
+            "invalid configuration at {}: {}",
+            self.path, self.problem
+        )
     }
 }
 

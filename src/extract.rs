@@ -165,7 +165,12 @@ mod tests {
 
     #[test]
     fn bearer_scheme_is_case_insensitive() {
-        for v in ["Bearer a.b.c", "bearer a.b.c", "BEARER a.b.c", "BeArEr   a.b.c  "] {
+        for v in [
+            "Bearer a.b.c",
+            "bearer a.b.c",
+            "BEARER a.b.c",
+            "BeArEr   a.b.c  ",
+        ] {
             assert_eq!(token_from(v), Ok("a.b.c".into()), "{v}");
         }
     }
@@ -189,7 +194,10 @@ mod tests {
     #[test]
     fn joined_duplicate_headers_do_not_yield_a_clean_token() {
         // Envoy joins two Authorization headers as "a,b": that is not a token we could verify.
-        assert_eq!(token_from("Bearer x.y.z,Bearer a.b.c"), Ok("x.y.z,Bearer a.b.c".into()));
+        assert_eq!(
+            token_from("Bearer x.y.z,Bearer a.b.c"),
+            Ok("x.y.z,Bearer a.b.c".into())
+        );
     }
 
     #[test]
@@ -249,11 +257,17 @@ mod tests {
 
     #[test]
     fn token_can_be_removed_from_query_and_cookie() {
-        assert_eq!(path_without_query_param("/x?a=1&t=abc&b=2", "t"), "/x?a=1&b=2");
+        assert_eq!(
+            path_without_query_param("/x?a=1&t=abc&b=2", "t"),
+            "/x?a=1&b=2"
+        );
         assert_eq!(path_without_query_param("/x?t=abc", "t"), "/x");
         assert_eq!(path_without_query_param("/x?t=abc#f", "t"), "/x#f");
         assert_eq!(path_without_query_param("/x", "t"), "/x");
-        assert_eq!(cookie_header_without("a=1; t=abc; b=2", "t"), Some("a=1; b=2".into()));
+        assert_eq!(
+            cookie_header_without("a=1; t=abc; b=2", "t"),
+            Some("a=1; b=2".into())
+        );
         assert_eq!(cookie_header_without("t=abc", "t"), None);
     }
 }

@@ -53,7 +53,10 @@ mod tests {
     #[test]
     fn values_are_rendered_as_spec_says() {
         assert_eq!(header_value(&json!("alice")), Some("alice".into()));
-        assert_eq!(header_value(&json!(["admins", "ops"])), Some("admins,ops".into()));
+        assert_eq!(
+            header_value(&json!(["admins", "ops"])),
+            Some("admins,ops".into())
+        );
         assert_eq!(header_value(&json!(42)), Some("42".into()));
         assert_eq!(header_value(&json!(true)), Some("true".into()));
         assert_eq!(header_value(&json!([1, "a"])), Some("1,a".into()));

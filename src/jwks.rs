@@ -289,12 +289,24 @@ fn parse_key(raw: serde_json::Value) -> Result<Jwk, String> {
                 .into_iter()
                 .map(|a| {
                     Ok(match a {
-                        Algorithm::RS256 => VerifyingKey::RS256(RS256PublicKey::from_components(&n, &e).map_err(bad)?),
-                        Algorithm::RS384 => VerifyingKey::RS384(RS384PublicKey::from_components(&n, &e).map_err(bad)?),
-                        Algorithm::RS512 => VerifyingKey::RS512(RS512PublicKey::from_components(&n, &e).map_err(bad)?),
-                        Algorithm::PS256 => VerifyingKey::PS256(PS256PublicKey::from_components(&n, &e).map_err(bad)?),
-                        Algorithm::PS384 => VerifyingKey::PS384(PS384PublicKey::from_components(&n, &e).map_err(bad)?),
-                        _ => VerifyingKey::PS512(PS512PublicKey::from_components(&n, &e).map_err(bad)?),
+                        Algorithm::RS256 => VerifyingKey::RS256(
+                            RS256PublicKey::from_components(&n, &e).map_err(bad)?,
+                        ),
+                        Algorithm::RS384 => VerifyingKey::RS384(
+                            RS384PublicKey::from_components(&n, &e).map_err(bad)?,
+                        ),
+                        Algorithm::RS512 => VerifyingKey::RS512(
+                            RS512PublicKey::from_components(&n, &e).map_err(bad)?,
+                        ),
+                        Algorithm::PS256 => VerifyingKey::PS256(
+                            PS256PublicKey::from_components(&n, &e).map_err(bad)?,
+                        ),
+                        Algorithm::PS384 => VerifyingKey::PS384(
+                            PS384PublicKey::from_components(&n, &e).map_err(bad)?,
+                        ),
+                        _ => VerifyingKey::PS512(
+                            PS512PublicKey::from_components(&n, &e).map_err(bad)?,
+                        ),
                     })
                 })
                 .collect::<Result<Vec<_>, String>>()?
@@ -318,7 +330,9 @@ fn parse_key(raw: serde_json::Value) -> Result<Jwk, String> {
             sec1.extend_from_slice(&y);
             sec1.hash(&mut hasher);
             vec![match algorithm {
-                Algorithm::ES256 => VerifyingKey::ES256(ES256PublicKey::from_bytes(&sec1).map_err(bad)?),
+                Algorithm::ES256 => {
+                    VerifyingKey::ES256(ES256PublicKey::from_bytes(&sec1).map_err(bad)?)
+                }
                 _ => VerifyingKey::ES384(ES384PublicKey::from_bytes(&sec1).map_err(bad)?),
             }]
         }
@@ -330,7 +344,9 @@ fn parse_key(raw: serde_json::Value) -> Result<Jwk, String> {
             allowed(&[Algorithm::EdDSA])?;
             let x = b64(wire.x, "x")?;
             x.hash(&mut hasher);
-            vec![VerifyingKey::EdDSA(Ed25519PublicKey::from_bytes(&x).map_err(bad)?)]
+            vec![VerifyingKey::EdDSA(
+                Ed25519PublicKey::from_bytes(&x).map_err(bad)?,
+            )]
         }
         other => {
             // "oct" (symmetric) keys are refused on purpose: a JWKS is public.
@@ -471,7 +487,17 @@ pub(crate) mod tests {
             65536,
         )
         .unwrap();
-        assert!(parsed.keys.get("ec").unwrap().verifier(Algorithm::ES256).is_some());
-        assert!(parsed.keys.get("ed").unwrap().verifier(Algorithm::EdDSA).is_some());
+        assert!(parsed
+            .keys
+            .get("ec")
+            .unwrap()
+            .verifier(Algorithm::ES256)
+            .is_some());
+        assert!(parsed
+            .keys
+            .get("ed")
+            .unwrap()
+            .verifier(Algorithm::EdDSA)
+            .is_some());
     }
 }

@@ -38,7 +38,9 @@ pub enum Availability {
     /// A fetch is under way and there is nothing (fresh enough) to serve: wait for it.
     Wait,
     /// No usable keys and none coming right now: 503, retry after this many seconds.
-    Unavailable { retry_after_s: u64 },
+    Unavailable {
+        retry_after_s: u64,
+    },
 }
 
 impl PartialEq for Availability {
@@ -224,7 +226,10 @@ mod tests {
         p.fetch_started(T.refresh_ms);
         p.fetch_failed(T.refresh_ms, 0);
         let last_ok = T.refresh_ms + T.max_stale_ms;
-        assert!(matches!(p.availability(last_ok, &T), Availability::Ready(_)));
+        assert!(matches!(
+            p.availability(last_ok, &T),
+            Availability::Ready(_)
+        ));
         assert!(matches!(
             p.availability(last_ok + 1, &T),
             Availability::Unavailable { .. }
@@ -253,7 +258,10 @@ mod tests {
         assert!(p.refetch_for_unknown_kid(1_000, &T));
         assert!(p.fetch_due(1_000, &T));
         p.fetch_started(1_000);
-        assert!(p.refetch_for_unknown_kid(1_500, &T), "joins the fetch in flight");
+        assert!(
+            p.refetch_for_unknown_kid(1_500, &T),
+            "joins the fetch in flight"
+        );
         p.fetch_succeeded(some_keys(), 1_600, &T);
         assert!(!p.refetch_for_unknown_kid(2_000, &T));
         assert!(!p.fetch_due(2_000, &T));

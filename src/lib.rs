@@ -13,6 +13,16 @@
 //!
 //! Everything except `filter` is pure logic with no proxy-wasm dependency, unit tested natively.
 
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 pub mod cache;
 pub mod cognito;
 pub mod config;

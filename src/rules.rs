@@ -76,11 +76,13 @@ impl RouteRule {
     pub fn compile(wire: WireRule, path: &str) -> Result<RouteRule, ConfigError> {
         let m = wire.matcher;
         let path_match = match (m.prefix, m.exact, m.path_template) {
-            (Some(p), None, None) => PathMatch::Prefix(absolute(&p, &format!("{path}.match.prefix"))?),
-            (None, Some(e), None) => PathMatch::Exact(absolute(&e, &format!("{path}.match.exact"))?),
-            (None, None, Some(t)) => {
-                compile_template(&t, &format!("{path}.match.path_template"))?
+            (Some(p), None, None) => {
+                PathMatch::Prefix(absolute(&p, &format!("{path}.match.prefix"))?)
             }
+            (None, Some(e), None) => {
+                PathMatch::Exact(absolute(&e, &format!("{path}.match.exact"))?)
+            }
+            (None, None, Some(t)) => compile_template(&t, &format!("{path}.match.path_template"))?,
             _ => {
                 return Err(ConfigError::new(
                     format!("{path}.match"),
@@ -115,24 +117,23 @@ impl RouteRule {
             let name = header_name(&name, &format!("{path}.match.headers.{name}"))?;
             headers.push((name, value));
         }
-        let action = match (wire.allow, wire.require) {
-            (Some(true), None) => RuleAction::Allow,
-            (None, Some(req)) => {
-                RuleAction::Require(compile_requirement(req, &format!("{path}.require"))?)
-            }
-            (Some(false), _) => {
-                return Err(ConfigError::new(
+        let action =
+            match (wire.allow, wire.require) {
+                (Some(true), None) => RuleAction::Allow,
+                (None, Some(req)) => {
+                    RuleAction::Require(compile_requirement(req, &format!("{path}.require"))?)
+                }
+                (Some(false), _) => return Err(ConfigError::new(
                     format!("{path}.allow"),
                     "only \"allow\": true is meaningful; use \"require\": {} for any valid token",
-                ))
-            }
-            _ => {
-                return Err(ConfigError::new(
-                    path,
-                    "must have either \"allow\": true or \"require\"",
-                ))
-            }
-        };
+                )),
+                _ => {
+                    return Err(ConfigError::new(
+                        path,
+                        "must have either \"allow\": true or \"require\"",
+                    ))
+                }
+            };
         Ok(RouteRule {
             path: path_match,
             methods,
@@ -205,7 +206,10 @@ fn compile_template(t: &str, path: &str) -> Result<PathMatch, ConfigError> {
     for (i, seg) in raw.iter().enumerate() {
         let segment = if *seg == "**" {
             if i + 1 != raw.len() {
-                return Err(ConfigError::new(path, "\"**\" may only be the last segment"));
+                return Err(ConfigError::new(
+                    path,
+                    "\"**\" may only be the last segment",
+                ));
             }
             TemplateSegment::Rest
         } else if seg.starts_with('{') && seg.ends_with('}') && seg.len() > 2 {
@@ -341,8 +345,7 @@ impl Requirement {
 }
 
 fn holds(have: &[String], any: &[String], all: &[String]) -> bool {
-    (any.is_empty() || any.iter().any(|a| have.contains(a)))
-        && all.iter().all(|a| have.contains(a))
+    (any.is_empty() || any.iter().any(|a| have.contains(a))) && all.iter().all(|a| have.contains(a))
 }
 
 /// A request path reduced to the form rules are written in.
@@ -390,8 +393,8 @@ pub fn normalize_path(raw: &str) -> NormalizedPath {
                 }
                 // Other escapes stay as they are, with upper-case hex (one spelling only).
                 decoded.push('%');
-                decoded.push(char::from(b"0123456789ABCDEF"[usize::from(h)]));
-                decoded.push(char::from(b"0123456789ABCDEF"[usize::from(l)]));
+                decoded.push(upper_hex(h));
+                decoded.push(upper_hex(l));
                 i += 3;
                 continue;
             }
@@ -420,6 +423,12 @@ pub fn normalize_path(raw: &str) -> NormalizedPath {
         path.push('/');
     }
     NormalizedPath { path, ambiguous }
+}
+
+fn upper_hex(nibble: u8) -> char {
+    char::from_digit(u32::from(nibble), 16)
+        .unwrap_or('0')
+        .to_ascii_uppercase()
 }
 
 fn hex(c: u8) -> Option<u8> {
@@ -513,7 +522,10 @@ mod tests {
         assert!(matches(&r, "GET", "/public/x"));
         assert!(!matches(&r, "GET", "/public%2Fx"));
         let r = rule(r#"{"match":{"prefix":"/admin"},"require":{"groups":["admins"]}}"#).unwrap();
-        assert!(matches(&r, "GET", "/admin%2Fx"), "require rules still match, decoded");
+        assert!(
+            matches(&r, "GET", "/admin%2Fx"),
+            "require rules still match, decoded"
+        );
     }
 
     #[test]
@@ -538,7 +550,8 @@ mod tests {
         assert!(matches(&r, "POST", "/x"));
         assert!(matches(&r, "DELETE", "/x"));
         assert!(!matches(&r, "GET", "/x"));
-        let r = rule(r#"{"match":{"prefix":"/","headers":{"x-tenant":"other"}},"require":{}}"#).unwrap();
+        let r = rule(r#"{"match":{"prefix":"/","headers":{"x-tenant":"other"}},"require":{}}"#)
+            .unwrap();
         assert!(!matches(&r, "GET", "/x"));
     }
 
@@ -546,19 +559,55 @@ mod tests {
     fn bad_rules_are_refused_with_their_path() {
         let cases = [
             (r#"{"match":{},"require":{}}"#, "rules[0].match"),
-            (r#"{"match":{"prefix":"/a","exact":"/a"},"require":{}}"#, "rules[0].match"),
-            (r#"{"match":{"prefix":"admin"},"require":{}}"#, "rules[0].match.prefix"),
-            (r#"{"match":{"prefix":"//admin"},"require":{}}"#, "rules[0].match.prefix"),
-            (r#"{"match":{"path_template":"/a/**/b"},"require":{}}"#, "rules[0].match.path_template"),
-            (r#"{"match":{"path_template":"/a/x*"},"require":{}}"#, "rules[0].match.path_template"),
+            (
+                r#"{"match":{"prefix":"/a","exact":"/a"},"require":{}}"#,
+                "rules[0].match",
+            ),
+            (
+                r#"{"match":{"prefix":"admin"},"require":{}}"#,
+                "rules[0].match.prefix",
+            ),
+            (
+                r#"{"match":{"prefix":"//admin"},"require":{}}"#,
+                "rules[0].match.prefix",
+            ),
+            (
+                r#"{"match":{"path_template":"/a/**/b"},"require":{}}"#,
+                "rules[0].match.path_template",
+            ),
+            (
+                r#"{"match":{"path_template":"/a/x*"},"require":{}}"#,
+                "rules[0].match.path_template",
+            ),
             (r#"{"match":{"prefix":"/"}}"#, "rules[0]"),
-            (r#"{"match":{"prefix":"/"},"allow":true,"require":{}}"#, "rules[0]"),
-            (r#"{"match":{"prefix":"/"},"allow":false}"#, "rules[0].allow"),
-            (r#"{"match":{"prefix":"/","methods":[]},"allow":true}"#, "rules[0].match.methods"),
-            (r#"{"match":{"prefix":"/"},"require":{"token_use":"refresh"}}"#, "rules[0].require.token_use"),
-            (r#"{"match":{"prefix":"/"},"require":{"scopes":["a"],"token_use":"id"}}"#, "rules[0].require.token_use"),
-            (r#"{"match":{"prefix":"/"},"require":{"claims":{"x":[]}}}"#, "rules[0].require.claims.x"),
-            (r#"{"match":{"prefix":"/"},"require":{"groups":["a b"]}}"#, "rules[0].require.groups[0]"),
+            (
+                r#"{"match":{"prefix":"/"},"allow":true,"require":{}}"#,
+                "rules[0]",
+            ),
+            (
+                r#"{"match":{"prefix":"/"},"allow":false}"#,
+                "rules[0].allow",
+            ),
+            (
+                r#"{"match":{"prefix":"/","methods":[]},"allow":true}"#,
+                "rules[0].match.methods",
+            ),
+            (
+                r#"{"match":{"prefix":"/"},"require":{"token_use":"refresh"}}"#,
+                "rules[0].require.token_use",
+            ),
+            (
+                r#"{"match":{"prefix":"/"},"require":{"scopes":["a"],"token_use":"id"}}"#,
+                "rules[0].require.token_use",
+            ),
+            (
+                r#"{"match":{"prefix":"/"},"require":{"claims":{"x":[]}}}"#,
+                "rules[0].require.claims.x",
+            ),
+            (
+                r#"{"match":{"prefix":"/"},"require":{"groups":["a b"]}}"#,
+                "rules[0].require.groups[0]",
+            ),
         ];
         for (json, path) in cases {
             match rule(json) {
@@ -657,7 +706,10 @@ mod tests {
             rule(r#"{"match":{"prefix":"/"},"require":{"groups":["admins"]}}"#).unwrap(),
         ];
         let p = normalize_path("/healthz");
-        assert_eq!(first_match(&rules, &facts("GET", &p)).map(|r| &r.action), Some(&RuleAction::Allow));
+        assert_eq!(
+            first_match(&rules, &facts("GET", &p)).map(|r| &r.action),
+            Some(&RuleAction::Allow)
+        );
         let p = normalize_path("/other");
         assert!(matches!(
             first_match(&rules, &facts("GET", &p)).map(|r| &r.action),

@@ -123,11 +123,7 @@ pub fn inspect<'t>(
         .ok_or(AuthError::AlgorithmNotAllowed)?;
     // `crit` names extensions we do not implement; RFC 7515 says such a token must be refused.
     // `b64: false` (RFC 7797) changes what is signed; it is only legal with `crit`.
-    if header.contains_key("crit")
-        || header
-            .get("b64")
-            .is_some_and(|b| b != &Value::Bool(true))
-    {
+    if header.contains_key("crit") || header.get("b64").is_some_and(|b| b != &Value::Bool(true)) {
         return Err(AuthError::CriticalHeader);
     }
     // `jku`, `x5u`, `jwk`, `x5c` are never read: keys come only from the pool's JWKS.
@@ -485,7 +481,14 @@ mod tests {
 
     #[test]
     fn time_claims_of_wrong_type_are_refused() {
-        for bad in [json!("1900000000"), json!(1.9e9), json!(-1), json!(null), json!(u64::MAX), json!(1u64 << 40)] {
+        for bad in [
+            json!("1900000000"),
+            json!(1.9e9),
+            json!(-1),
+            json!(null),
+            json!(u64::MAX),
+            json!(1u64 << 40),
+        ] {
             let t = sign(&id_header(), &with(id_payload(), "exp", bad.clone()));
             assert_eq!(check(&t), Err(AuthError::ClaimType("exp")), "exp {bad}");
             let t = sign(&id_header(), &with(id_payload(), "nbf", bad.clone()));
@@ -522,9 +525,15 @@ mod tests {
     fn client_is_aud_for_id_tokens_and_client_id_for_access_tokens() {
         let t = sign(&id_header(), &with(id_payload(), "aud", json!("other")));
         assert_eq!(check(&t), Err(AuthError::ClientNotAllowed));
-        let t = sign(&id_header(), &with(id_payload(), "aud", json!(["other", CLIENT])));
+        let t = sign(
+            &id_header(),
+            &with(id_payload(), "aud", json!(["other", CLIENT])),
+        );
         assert!(check(&t).is_ok());
-        let t = sign(&id_header(), &with(access_payload(), "client_id", json!("other")));
+        let t = sign(
+            &id_header(),
+            &with(access_payload(), "client_id", json!("other")),
+        );
         assert_eq!(check(&t), Err(AuthError::ClientNotAllowed));
         // An access token's aud is not its client: Cognito access tokens have none.
         let t = sign(
@@ -538,12 +547,21 @@ mod tests {
     fn token_use_must_be_present_and_allowed() {
         let t = sign(&id_header(), &without(id_payload(), "token_use"));
         assert_eq!(check(&t), Err(AuthError::TokenUseNotAllowed));
-        let t = sign(&id_header(), &with(id_payload(), "token_use", json!("refresh")));
+        let t = sign(
+            &id_header(),
+            &with(id_payload(), "token_use", json!("refresh")),
+        );
         assert_eq!(check(&t), Err(AuthError::TokenUseNotAllowed));
         let mut c = config();
-        c.pools[0].token_use = Some(crate::config::AllowedTokenUse { id: false, access: true });
+        c.pools[0].token_use = Some(crate::config::AllowedTokenUse {
+            id: false,
+            access: true,
+        });
         let t = sign(&id_header(), &id_payload());
-        assert_eq!(inspect(&t, &c, NOW).err(), Some(AuthError::TokenUseNotAllowed));
+        assert_eq!(
+            inspect(&t, &c, NOW).err(),
+            Some(AuthError::TokenUseNotAllowed)
+        );
     }
 
     #[test]
@@ -560,7 +578,12 @@ mod tests {
         for pos in [0, parts[2].len() / 2, parts[2].len() - 2] {
             let mut sig = parts[2].as_bytes().to_vec();
             sig[pos] = if sig[pos] == b'A' { b'B' } else { b'A' };
-            let t = format!("{}.{}.{}", parts[0], parts[1], String::from_utf8(sig).unwrap());
+            let t = format!(
+                "{}.{}.{}",
+                parts[0],
+                parts[1],
+                String::from_utf8(sig).unwrap()
+            );
             assert_eq!(check(&t), Err(AuthError::BadSignature), "flip at {pos}");
         }
     }
@@ -573,8 +596,14 @@ mod tests {
 
     #[test]
     fn alg_none_and_hmac_are_refused_before_any_key_lookup() {
-        for alg in ["none", "None", "NONE", "HS256", "HS384", "HS512", "rs256", ""] {
-            let t = format!("{}.{}.c2ln", b64(&json!({"alg": alg, "kid": "kid-1"})), b64(&id_payload()));
+        for alg in [
+            "none", "None", "NONE", "HS256", "HS384", "HS512", "rs256", "",
+        ] {
+            let t = format!(
+                "{}.{}.c2ln",
+                b64(&json!({"alg": alg, "kid": "kid-1"})),
+                b64(&id_payload())
+            );
             assert_eq!(check(&t), Err(AuthError::AlgorithmNotAllowed), "{alg}");
         }
         let t = format!("{}.{}.", b64(&json!({"alg": "none"})), b64(&id_payload()));
@@ -599,9 +628,15 @@ mod tests {
 
     #[test]
     fn crit_and_b64_false_headers_are_refused() {
-        let t = sign(&json!({"kid": "kid-1", "alg": "RS256", "crit": ["exp"]}), &id_payload());
+        let t = sign(
+            &json!({"kid": "kid-1", "alg": "RS256", "crit": ["exp"]}),
+            &id_payload(),
+        );
         assert_eq!(check(&t), Err(AuthError::CriticalHeader));
-        let t = sign(&json!({"kid": "kid-1", "alg": "RS256", "b64": false}), &id_payload());
+        let t = sign(
+            &json!({"kid": "kid-1", "alg": "RS256", "b64": false}),
+            &id_payload(),
+        );
         assert_eq!(check(&t), Err(AuthError::CriticalHeader));
     }
 
@@ -628,14 +663,32 @@ mod tests {
             format!("{}=.{}.{}", parts[0], parts[1], parts[2]),
             format!("{}.{}.{}", parts[0].replace('-', "+"), parts[1], "a+b/"),
             format!("{} .{}.{}", parts[0], parts[1], parts[2]),
-            format!("{}.{}.{}", URL_SAFE_NO_PAD.encode("[1,2]"), parts[1], parts[2]),
-            format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode("not json"), parts[2]),
-            format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode("{} trailing"), parts[2]),
+            format!(
+                "{}.{}.{}",
+                URL_SAFE_NO_PAD.encode("[1,2]"),
+                parts[1],
+                parts[2]
+            ),
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                URL_SAFE_NO_PAD.encode("not json"),
+                parts[2]
+            ),
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                URL_SAFE_NO_PAD.encode("{} trailing"),
+                parts[2]
+            ),
         ];
         for t in cases {
             let r = check(&t);
             assert!(
-                matches!(r, Err(AuthError::Malformed) | Err(AuthError::AlgorithmNotAllowed)),
+                matches!(
+                    r,
+                    Err(AuthError::Malformed) | Err(AuthError::AlgorithmNotAllowed)
+                ),
                 "{t:.60}: {r:?}"
             );
         }
@@ -646,7 +699,11 @@ mod tests {
         let mut c = config();
         c.max_token_bytes = 1 << 20;
         let nested = format!(r#"{{"a":{}1{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
-        let t = format!("{}.{}.c2ln", b64(&id_header()), URL_SAFE_NO_PAD.encode(nested));
+        let t = format!(
+            "{}.{}.c2ln",
+            b64(&id_header()),
+            URL_SAFE_NO_PAD.encode(nested)
+        );
         assert_eq!(inspect(&t, &c, NOW).err(), Some(AuthError::Malformed));
     }
 
@@ -668,12 +725,18 @@ mod tests {
         let t = sign(&id_header(), &id_payload());
         assert!(t.len() > 300);
         assert_eq!(inspect(&t, &c, NOW).err(), Some(AuthError::TokenTooLarge));
-        assert_eq!(inspect(&"a".repeat(1 << 20), &c, NOW).err(), Some(AuthError::TokenTooLarge));
+        assert_eq!(
+            inspect(&"a".repeat(1 << 20), &c, NOW).err(),
+            Some(AuthError::TokenTooLarge)
+        );
     }
 
     #[test]
     fn claim_types_that_rules_read_are_enforced() {
-        let t = sign(&id_header(), &with(id_payload(), "cognito:groups", json!("admins")));
+        let t = sign(
+            &id_header(),
+            &with(id_payload(), "cognito:groups", json!("admins")),
+        );
         assert_eq!(check(&t), Err(AuthError::ClaimType("cognito:groups")));
         let t = sign(&id_header(), &with(id_payload(), "sub", json!(1)));
         assert_eq!(check(&t), Err(AuthError::ClaimType("sub")));

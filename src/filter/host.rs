@@ -6,7 +6,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{MapType, MetricType};
 
 use crate::config::Config;
-use crate::metrics::{Counter, PREFIX};
+use crate::metrics::Counter;
 
 /// Host wall-clock time in milliseconds since the Unix epoch (0 if the host cannot tell).
 pub fn now_ms() -> u64 {
@@ -21,7 +21,9 @@ pub fn jitter() -> u64 {
     hostcalls::get_current_time()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::from(d.subsec_nanos()).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .map_or(0, |d| {
+            u64::from(d.subsec_nanos()).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        })
 }
 
 pub fn request_header(name: &str) -> Option<String> {
@@ -89,6 +91,3 @@ pub mod property {
     pub const SUB: &str = "cognito_authorizer.sub";
     pub const CLIENT_ID: &str = "cognito_authorizer.client_id";
 }
-
-/// Used in log lines so that they can be grepped together.
-pub const LOG_PREFIX: &str = PREFIX;

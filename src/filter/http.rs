@@ -9,7 +9,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
-use super::host::{self, property, request_header, set_property, set_request_header, LOG_PREFIX};
+use super::host::{self, property, request_header, set_property, set_request_header};
 use super::{SharedState, Verified, Waiter};
 use crate::config::{Config, CorsPreflight, Mode, TokenSource};
 use crate::decision::{self, cors_headers, local_reply};
@@ -130,7 +130,14 @@ pub fn authorize(state: &SharedState, request: Request) -> Action {
     };
     let pool = Some(verified.token.pool);
     if let Err(failed) = requirement.check(&verified.token) {
-        return refuse(state, &config, &AuthError::RequirementNotMet(failed), pool, requirement, 0);
+        return refuse(
+            state,
+            &config,
+            &AuthError::RequirementNotMet(failed),
+            pool,
+            requirement,
+            0,
+        );
     }
     allow(state, &config, &found, &verified)
 }
@@ -152,7 +159,11 @@ fn verify(state: &SharedState, config: &Config, token: &str, request: Request) -
 
     if let Some(hit) = s.cache.get(token, now).cloned() {
         // Identical to a fresh answer: the key must still be trusted and the set usable.
-        let still_trusted = match s.pools.get(hit.token.pool).map(|p| p.availability(now_ms, &timing)) {
+        let still_trusted = match s
+            .pools
+            .get(hit.token.pool)
+            .map(|p| p.availability(now_ms, &timing))
+        {
             Some(Availability::Ready(keys)) => keys
                 .get(&hit.token.kid)
                 .is_some_and(|k| k.fingerprint == hit.token.key_fingerprint),
@@ -196,7 +207,8 @@ fn verify(state: &SharedState, config: &Config, token: &str, request: Request) -
                     token: token_claims,
                     claim_headers: headers,
                 });
-                s.cache.insert(token, Rc::clone(&verified), valid_until, now);
+                s.cache
+                    .insert(token, Rc::clone(&verified), valid_until, now);
                 Step::Verified(verified)
             }
             Err(AuthError::UnknownKeyId)
@@ -233,7 +245,7 @@ fn refuse(
     let refusal = error.refusal();
     state.borrow().metrics.count(refusal.counter(), pool);
     debug!(
-        "{LOG_PREFIX}: refused: reason={error} class={} pool={}",
+        "refused: reason={error} class={} pool={}",
         refusal.reason(),
         pool_name(config, pool)
     );
@@ -287,7 +299,10 @@ fn allow(state: &SharedState, config: &Config, found: &FoundToken, verified: &Ve
         remove_token(config, found);
     }
     let token = &verified.token;
-    state.borrow().metrics.count(Counter::Allowed, Some(token.pool));
+    state
+        .borrow()
+        .metrics
+        .count(Counter::Allowed, Some(token.pool));
     set_property(property::DECISION, "allow");
     set_property(property::REASON, decision::REASON_ALLOWED);
     if let Some(p) = config.pools.get(token.pool) {
@@ -307,7 +322,11 @@ fn allow(state: &SharedState, config: &Config, found: &FoundToken, verified: &Ve
 
 /// `forward_token: false`: the upstream never sees the token, wherever it came from.
 fn remove_token(config: &Config, found: &FoundToken) {
-    for source in found.sources.iter().filter_map(|i| config.token_sources.get(*i)) {
+    for source in found
+        .sources
+        .iter()
+        .filter_map(|i| config.token_sources.get(*i))
+    {
         match source {
             TokenSource::Header { name } | TokenSource::HeaderWithPrefix { name, .. } => {
                 set_request_header(name, None);

@@ -11,7 +11,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
 
-use super::host::{self, now_ms, Metrics, LOG_PREFIX};
+use super::host::{self, now_ms, Metrics};
 use super::http::{self, Request};
 use super::{SharedState, VmState};
 use crate::cache::TokenCache;
@@ -54,7 +54,9 @@ impl Root {
         for pool in to_fetch {
             let (cluster, authority, path, timeout) = {
                 let s = state.borrow();
-                let Some(p) = s.config.pools.get(pool) else { continue };
+                let Some(p) = s.config.pools.get(pool) else {
+                    continue;
+                };
                 (
                     p.jwks_cluster.clone(),
                     p.jwks.authority.clone(),
@@ -71,7 +73,9 @@ impl Root {
             ];
             match self.dispatch_http_call(&cluster, headers, None, vec![], timeout) {
                 Ok(token) => {
-                    debug!("{LOG_PREFIX}: fetching JWKS of pool #{pool} from cluster {cluster} {authority}{path}");
+                    debug!(
+                        "fetching JWKS of pool #{pool} from cluster {cluster} {authority}{path}"
+                    );
                     self.fetches.insert(token, pool);
                     if let Some(p) = state.borrow_mut().pools.get_mut(pool) {
                         p.fetch_started(now);
@@ -79,7 +83,7 @@ impl Root {
                 }
                 Err(status) => {
                     // Typically the cluster does not exist (yet): retried with backoff.
-                    warn!("{LOG_PREFIX}: cannot call cluster {cluster:?} for the JWKS: {status:?}");
+                    warn!("cannot call cluster {cluster:?} for the JWKS: {status:?}");
                     let mut s = state.borrow_mut();
                     s.metrics.count(Counter::JwksFetchFailed, Some(pool));
                     if let Some(p) = s.pools.get_mut(pool) {
@@ -140,12 +144,18 @@ impl Root {
         let result = if status.as_deref() != Some("200") {
             Err(format!(
                 "status {}",
-                status.as_deref().unwrap_or("none (timeout or connection failure)")
+                status
+                    .as_deref()
+                    .unwrap_or("none (timeout or connection failure)")
             ))
         } else if body_size > max {
-            Err(format!("body of {body_size} bytes is over max_jwks_bytes ({max})"))
+            Err(format!(
+                "body of {body_size} bytes is over max_jwks_bytes ({max})"
+            ))
         } else {
-            let body = self.get_http_call_response_body(0, body_size).unwrap_or_default();
+            let body = self
+                .get_http_call_response_body(0, body_size)
+                .unwrap_or_default();
             parse_jwks(&body, max)
         };
         let mut s = state.borrow_mut();
@@ -158,7 +168,7 @@ impl Root {
         match result {
             Ok(parsed) => {
                 for skipped in &parsed.skipped {
-                    warn!("{LOG_PREFIX}: pool {name}: JWKS key skipped: {skipped}");
+                    warn!("pool {name}: JWKS key skipped: {skipped}");
                 }
                 let kids = parsed.keys.kids().join(",");
                 let changed = s
@@ -167,9 +177,9 @@ impl Root {
                     .and_then(|p| p.keys())
                     .is_none_or(|old| old.kids().join(",") != kids);
                 if changed {
-                    info!("{LOG_PREFIX}: pool {name}: loaded JWKS with kids [{kids}]");
+                    info!("pool {name}: loaded JWKS with kids [{kids}]");
                 } else {
-                    debug!("{LOG_PREFIX}: pool {name}: JWKS refreshed, kids [{kids}]");
+                    debug!("pool {name}: JWKS refreshed, kids [{kids}]");
                 }
                 let timing = s.timing;
                 if let Some(p) = s.pools.get_mut(pool) {
@@ -190,8 +200,12 @@ impl Root {
                 let failures = s.pools.get(pool).map_or(0, |p| p.failures()) + 1;
                 let keeping = s.pools.get(pool).is_some_and(|p| p.keys().is_some());
                 warn!(
-                    "{LOG_PREFIX}: pool {name}: JWKS fetch failed ({why}); failure #{failures}, {}",
-                    if keeping { "keeping the previous keys" } else { "no keys yet" }
+                    "pool {name}: JWKS fetch failed ({why}); failure #{failures}, {}",
+                    if keeping {
+                        "keeping the previous keys"
+                    } else {
+                        "no keys yet"
+                    }
                 );
                 if let Some(p) = s.pools.get_mut(pool) {
                     p.fetch_failed(now, host::jitter());
@@ -205,7 +219,13 @@ impl Root {
 }
 
 impl Context for Root {
-    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
         let Some(pool) = self.fetches.remove(&token) else {
             return;
         };
@@ -224,21 +244,24 @@ impl RootContext for Root {
             Ok(parsed) => parsed,
             Err(e) => {
                 // One line naming the key; Envoy then refuses the filter (fail closed).
-                error!("{LOG_PREFIX}: {e}");
+                error!("{e}");
                 return false;
             }
         };
         for w in &warnings {
-            warn!("{LOG_PREFIX}: {w}");
+            warn!("{w}");
         }
         info!(
-            "{LOG_PREFIX} {}: configured {} pool(s): {}",
+            "version {}: configured {} pool(s): {}",
             env!("CARGO_PKG_VERSION"),
             config.pools.len(),
             config
                 .pools
                 .iter()
-                .map(|p| format!("{} (iss {}, jwks via cluster {})", p.name, p.issuer, p.jwks_cluster))
+                .map(|p| format!(
+                    "{} (iss {}, jwks via cluster {})",
+                    p.name, p.issuer, p.jwks_cluster
+                ))
                 .collect::<Vec<_>>()
                 .join("; ")
         );
