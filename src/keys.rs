@@ -1,6 +1,15 @@
-//! The key-set lifecycle of one pool (SPEC §6) as pure state transitions: when to fetch,
-//! what a success or failure changes, whether requests can be served, wait, or get 503.
-//! The glue feeds it the clock (milliseconds) and fetch results; it never reads a clock.
+//! The key-set lifecycle of one pool (SPEC §6) as pure state transitions.
+//!
+//! Two halves, because Envoy runs one VM per worker thread and the keys are fetched once for
+//! the whole process:
+//! - [`FetchSchedule`]: when to fetch, the fetch lease, failures and backoff, the unknown-`kid`
+//!   rate limit. One per pool *per process*: the glue keeps it in proxy-wasm shared data and
+//!   changes it only by compare-and-swap, so every transition here is a pure function of the
+//!   old value and the clock.
+//! - [`PoolKeys`]: one VM's parsed copy of the shared key set, plus its latest view of the
+//!   schedule; it answers whether a request can be served now ([`Availability`]).
+//!
+//! Nothing here reads a clock: the glue passes `now` in milliseconds.
 
 use std::rc::Rc;
 
@@ -25,17 +34,145 @@ impl KeyTiming {
             timeout_ms: c.jwks_timeout_ms,
         }
     }
+
+    /// A fetch holds its lease this long; a VM that died mid-fetch blocks nobody longer.
+    pub fn lease_ms(&self) -> u64 {
+        self.timeout_ms.saturating_mul(2)
+    }
 }
 
 /// First retry after a failed fetch; doubles per failure up to [`MAX_BACKOFF_MS`].
 pub const INITIAL_BACKOFF_MS: u64 = 1_000;
 pub const MAX_BACKOFF_MS: u64 = 60_000;
 
+/// The process-wide fetch state of one pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FetchSchedule {
+    /// Consecutive failed fetches (0 after a success).
+    pub failures: u32,
+    /// No fetch before this time (refresh or backoff); 0 = due now.
+    pub next_fetch_ms: u64,
+    /// A VM holds the fetch lease since then.
+    pub in_flight_since_ms: Option<u64>,
+    pub last_kid_refetch_ms: Option<u64>,
+    /// Fetches finished (either way): waiting requests re-check when it moves.
+    pub completions: u64,
+}
+
+impl FetchSchedule {
+    /// True when some VM should fetch now: due, and no live lease.
+    pub fn fetch_due(&self, now_ms: u64, timing: &KeyTiming) -> bool {
+        match self.in_flight_since_ms {
+            Some(since) => now_ms >= since.saturating_add(timing.lease_ms()),
+            None => now_ms >= self.next_fetch_ms,
+        }
+    }
+
+    /// Takes the fetch lease.
+    pub fn fetch_started(&mut self, now_ms: u64) {
+        self.in_flight_since_ms = Some(now_ms);
+    }
+
+    pub fn in_flight(&self, now_ms: u64, timing: &KeyTiming) -> bool {
+        self.in_flight_since_ms
+            .is_some_and(|since| now_ms < since.saturating_add(timing.lease_ms()))
+    }
+
+    /// The VM holding the lease went away without an answer: due again at once.
+    pub fn lease_abandoned(&mut self) {
+        self.in_flight_since_ms = None;
+        self.next_fetch_ms = 0;
+    }
+
+    /// A valid key set was published: next refresh in `refresh_ms`.
+    pub fn fetch_succeeded(&mut self, now_ms: u64, timing: &KeyTiming) {
+        self.failures = 0;
+        self.in_flight_since_ms = None;
+        self.next_fetch_ms = now_ms.saturating_add(timing.refresh_ms);
+        self.completions = self.completions.wrapping_add(1);
+    }
+
+    /// A fetch failed (status, timeout, malformed body): retry with exponential backoff;
+    /// `jitter` (any u64) spreads retries over [delay/2, delay].
+    pub fn fetch_failed(&mut self, now_ms: u64, jitter: u64) {
+        self.failures = self.failures.saturating_add(1);
+        self.in_flight_since_ms = None;
+        self.next_fetch_ms = now_ms.saturating_add(backoff_ms(self.failures, jitter));
+        self.completions = self.completions.wrapping_add(1);
+    }
+
+    /// A token names a `kid` the set lacks. True when the request should wait for a fetch:
+    /// one in flight, or a new one the per-pool rate limit allows (scheduled now).
+    /// False: refuse the token without fetching.
+    pub fn refetch_for_unknown_kid(&mut self, now_ms: u64, timing: &KeyTiming) -> bool {
+        if self.in_flight(now_ms, timing) {
+            return true;
+        }
+        let allowed = self
+            .last_kid_refetch_ms
+            .is_none_or(|last| now_ms >= last.saturating_add(timing.min_refetch_ms));
+        if allowed {
+            self.last_kid_refetch_ms = Some(now_ms);
+            self.next_fetch_ms = now_ms;
+        }
+        allowed
+    }
+
+    /// Text form kept in shared data: `v1 failures next in_flight last_kid completions`
+    /// (0 for "none").
+    pub fn encode(&self) -> String {
+        format!(
+            "v1 {} {} {} {} {}",
+            self.failures,
+            self.next_fetch_ms,
+            self.in_flight_since_ms.unwrap_or(0),
+            self.last_kid_refetch_ms.unwrap_or(0),
+            self.completions
+        )
+    }
+
+    pub fn decode(text: &[u8]) -> Option<FetchSchedule> {
+        let text = std::str::from_utf8(text).ok()?;
+        let mut fields = text.split(' ');
+        if fields.next()? != "v1" {
+            return None;
+        }
+        let mut next = || fields.next().and_then(|f| f.parse::<u64>().ok());
+        let failures = u32::try_from(next()?).ok()?;
+        let next_fetch_ms = next()?;
+        let in_flight = next()?;
+        let last_kid = next()?;
+        let completions = next()?;
+        Some(FetchSchedule {
+            failures,
+            next_fetch_ms,
+            in_flight_since_ms: (in_flight != 0).then_some(in_flight),
+            last_kid_refetch_ms: (last_kid != 0).then_some(last_kid),
+            completions,
+        })
+    }
+}
+
+/// A published key set in shared data: `<fetched_at_ms>\n<JWKS body>`.
+pub fn encode_envelope(fetched_at_ms: u64, body: &[u8]) -> Vec<u8> {
+    let mut out = format!("{fetched_at_ms}\n").into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// Splits an envelope into its fetch time and JWKS body.
+pub fn decode_envelope(envelope: &[u8]) -> Option<(u64, &[u8])> {
+    let newline = envelope.iter().position(|b| *b == b'\n')?;
+    let (head, rest) = envelope.split_at(newline);
+    let fetched_at = std::str::from_utf8(head).ok()?.parse().ok()?;
+    Some((fetched_at, rest.get(1..)?))
+}
+
 /// What a request that needs this pool's keys can do now.
 #[derive(Debug, Clone)]
 pub enum Availability {
     Ready(Rc<KeySet>),
-    /// A fetch is under way and there is nothing (fresh enough) to serve: wait for it.
+    /// A fetch is under way (or about to start) and there is nothing usable yet: wait.
     Wait,
     /// No usable keys and none coming right now: 503, retry after this many seconds.
     Unavailable {
@@ -57,20 +194,20 @@ impl PartialEq for Availability {
     }
 }
 
-/// The key state of one pool in one VM.
+/// One VM's view of a pool's keys.
 #[derive(Debug, Clone, Default)]
 pub struct PoolKeys {
     keys: Option<Rc<KeySet>>,
-    /// When the current key set was fetched.
+    /// When the current key set was fetched (by whichever VM).
     fetched_at_ms: u64,
-    failures: u32,
-    next_fetch_ms: u64,
-    in_flight_since_ms: Option<u64>,
-    last_kid_refetch_ms: Option<u64>,
+    /// The latest schedule this VM has seen.
+    pub schedule: FetchSchedule,
+    /// Bumped whenever the keys or the schedule's completions change: requests waiting on
+    /// this pool are re-run when it moves.
+    generation: u64,
 }
 
 impl PoolKeys {
-    /// A pool with no keys yet, due for a fetch right away.
     pub fn new() -> Self {
         Self::default()
     }
@@ -79,39 +216,29 @@ impl PoolKeys {
         self.keys.as_ref()
     }
 
-    /// True when a fetch should start now. A fetch in flight for longer than the timeout is
-    /// considered lost (Envoy answers every callout, but a VM may miss it on shutdown).
-    pub fn fetch_due(&self, now_ms: u64, timing: &KeyTiming) -> bool {
-        match self.in_flight_since_ms {
-            Some(since) => now_ms >= since.saturating_add(timing.timeout_ms.saturating_mul(2)),
-            None => now_ms >= self.next_fetch_ms,
-        }
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
-    pub fn fetch_started(&mut self, now_ms: u64) {
-        self.in_flight_since_ms = Some(now_ms);
-    }
-
-    pub fn in_flight(&self) -> bool {
-        self.in_flight_since_ms.is_some()
-    }
-
-    /// A valid key set arrived: it replaces the old one entirely (removed keys stop being
-    /// trusted) and the next refresh is scheduled.
-    pub fn fetch_succeeded(&mut self, keys: KeySet, now_ms: u64, timing: &KeyTiming) {
+    /// Installs a key set (fetched here or published by another VM). It replaces the old one
+    /// entirely: a key a refresh no longer lists stops being trusted.
+    pub fn set_keys(&mut self, keys: KeySet, fetched_at_ms: u64) {
         self.keys = Some(Rc::new(keys));
-        self.fetched_at_ms = now_ms;
-        self.failures = 0;
-        self.in_flight_since_ms = None;
-        self.next_fetch_ms = now_ms.saturating_add(timing.refresh_ms);
+        self.fetched_at_ms = fetched_at_ms;
+        self.generation = self.generation.wrapping_add(1);
     }
 
-    /// A fetch failed (status, timeout, malformed body): keep the old keys, retry with
-    /// exponential backoff; `jitter` (any u64) spreads retries over [delay/2, delay].
-    pub fn fetch_failed(&mut self, now_ms: u64, jitter: u64) {
-        self.failures = self.failures.saturating_add(1);
-        self.in_flight_since_ms = None;
-        self.next_fetch_ms = now_ms.saturating_add(backoff_ms(self.failures, jitter));
+    /// Records the latest shared schedule.
+    pub fn observe(&mut self, schedule: FetchSchedule) {
+        if schedule.completions != self.schedule.completions {
+            self.generation = self.generation.wrapping_add(1);
+        }
+        self.schedule = schedule;
+    }
+
+    /// True while keys are served past their refresh time (a refresh keeps failing).
+    pub fn is_stale(&self, now_ms: u64, timing: &KeyTiming) -> bool {
+        self.keys.is_some() && now_ms > self.fetched_at_ms.saturating_add(timing.refresh_ms)
     }
 
     /// Whether requests can be served with keys now.
@@ -126,35 +253,14 @@ impl PoolKeys {
                 return Availability::Ready(Rc::clone(keys));
             }
         }
-        if self.in_flight() || (self.failures == 0 && self.keys.is_none()) {
+        let s = &self.schedule;
+        if s.in_flight(now_ms, timing) || (s.failures == 0 && self.keys.is_none()) {
             return Availability::Wait;
         }
-        let retry_after_ms = self.next_fetch_ms.saturating_sub(now_ms);
+        let retry_after_ms = s.next_fetch_ms.saturating_sub(now_ms);
         Availability::Unavailable {
             retry_after_s: retry_after_ms.div_ceil(1000).max(1),
         }
-    }
-
-    /// A token names a `kid` the set lacks. Returns true when the caller should wait for a
-    /// (re)fetch: one already in flight, or a new one allowed by the per-pool rate limit
-    /// (then it is scheduled now). False: refuse the token.
-    pub fn refetch_for_unknown_kid(&mut self, now_ms: u64, timing: &KeyTiming) -> bool {
-        if self.in_flight() {
-            return true;
-        }
-        let allowed = self
-            .last_kid_refetch_ms
-            .is_none_or(|last| now_ms >= last.saturating_add(timing.min_refetch_ms));
-        if allowed {
-            self.last_kid_refetch_ms = Some(now_ms);
-            self.next_fetch_ms = now_ms;
-        }
-        allowed
-    }
-
-    /// How many fetches in a row have failed.
-    pub fn failures(&self) -> u32 {
-        self.failures
     }
 }
 
@@ -189,42 +295,60 @@ mod tests {
         parse_jwks(body.as_bytes(), 65536).unwrap().keys
     }
 
+    /// One fetch as the glue runs it: lease, then success, keys installed.
+    fn fetch_ok(p: &mut PoolKeys, keys: KeySet, now: u64) {
+        let mut s = p.schedule;
+        s.fetch_started(now);
+        s.fetch_succeeded(now, &T);
+        p.set_keys(keys, now);
+        p.observe(s);
+    }
+
     #[test]
     fn new_pool_fetches_at_once_and_requests_wait_for_it() {
         let mut p = PoolKeys::new();
-        assert!(p.fetch_due(0, &T));
+        assert!(p.schedule.fetch_due(0, &T));
         assert_eq!(p.availability(0, &T), Availability::Wait);
-        p.fetch_started(0);
-        assert!(!p.fetch_due(100, &T));
+        let mut s = p.schedule;
+        s.fetch_started(0);
+        p.observe(s);
+        assert!(!p.schedule.fetch_due(100, &T));
         assert_eq!(p.availability(100, &T), Availability::Wait);
-        p.fetch_succeeded(some_keys(), 200, &T);
+        s.fetch_succeeded(200, &T);
+        p.set_keys(some_keys(), 200);
+        p.observe(s);
         assert!(matches!(p.availability(200, &T), Availability::Ready(_)));
-        assert!(!p.fetch_due(200 + T.refresh_ms - 1, &T));
-        assert!(p.fetch_due(200 + T.refresh_ms, &T));
+        assert!(!p.schedule.fetch_due(200 + T.refresh_ms - 1, &T));
+        assert!(p.schedule.fetch_due(200 + T.refresh_ms, &T));
     }
 
     #[test]
     fn first_fetch_failure_gives_503_with_retry_after_until_the_retry_runs() {
         let mut p = PoolKeys::new();
-        p.fetch_started(0);
-        p.fetch_failed(1_000, u64::MAX);
+        let mut s = p.schedule;
+        s.fetch_started(0);
+        s.fetch_failed(1_000, u64::MAX);
+        p.observe(s);
         // backoff after 1 failure is in [500, 1000] ms.
-        match p.availability(1_000, &T) {
-            Availability::Unavailable { retry_after_s } => assert_eq!(retry_after_s, 1),
-            other => panic!("{other:?}"),
-        }
-        assert!(p.fetch_due(2_000, &T));
-        p.fetch_started(2_000);
+        assert_eq!(
+            p.availability(1_000, &T),
+            Availability::Unavailable { retry_after_s: 1 }
+        );
+        assert!(p.schedule.fetch_due(2_000, &T));
+        s.fetch_started(2_000);
+        p.observe(s);
         assert_eq!(p.availability(2_000, &T), Availability::Wait);
     }
 
     #[test]
     fn failed_refresh_keeps_old_keys_until_max_stale() {
         let mut p = PoolKeys::new();
-        p.fetch_started(0);
-        p.fetch_succeeded(some_keys(), 0, &T);
-        p.fetch_started(T.refresh_ms);
-        p.fetch_failed(T.refresh_ms, 0);
+        fetch_ok(&mut p, some_keys(), 0);
+        let mut s = p.schedule;
+        s.fetch_started(T.refresh_ms);
+        s.fetch_failed(T.refresh_ms, 0);
+        p.observe(s);
+        assert!(p.is_stale(T.refresh_ms + 1, &T));
         let last_ok = T.refresh_ms + T.max_stale_ms;
         assert!(matches!(
             p.availability(last_ok, &T),
@@ -234,6 +358,19 @@ mod tests {
             p.availability(last_ok + 1, &T),
             Availability::Unavailable { .. }
         ));
+    }
+
+    #[test]
+    fn a_refresh_replaces_the_whole_set() {
+        let mut p = PoolKeys::new();
+        fetch_ok(&mut p, some_keys(), 0);
+        let g = p.generation();
+        fetch_ok(&mut p, KeySet::default(), 10);
+        assert!(p.generation() != g, "waiters must see the change");
+        match p.availability(10, &T) {
+            Availability::Ready(k) => assert!(k.get("k").is_none()),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -252,27 +389,62 @@ mod tests {
 
     #[test]
     fn unknown_kid_refetch_is_rate_limited_per_pool() {
-        let mut p = PoolKeys::new();
-        p.fetch_started(0);
-        p.fetch_succeeded(some_keys(), 0, &T);
-        assert!(p.refetch_for_unknown_kid(1_000, &T));
-        assert!(p.fetch_due(1_000, &T));
-        p.fetch_started(1_000);
+        let mut s = FetchSchedule::default();
+        s.fetch_started(0);
+        s.fetch_succeeded(0, &T);
+        assert!(s.refetch_for_unknown_kid(1_000, &T));
+        assert!(s.fetch_due(1_000, &T));
+        s.fetch_started(1_000);
         assert!(
-            p.refetch_for_unknown_kid(1_500, &T),
+            s.refetch_for_unknown_kid(1_500, &T),
             "joins the fetch in flight"
         );
-        p.fetch_succeeded(some_keys(), 1_600, &T);
-        assert!(!p.refetch_for_unknown_kid(2_000, &T));
-        assert!(!p.fetch_due(2_000, &T));
-        assert!(p.refetch_for_unknown_kid(11_000, &T));
+        s.fetch_succeeded(1_600, &T);
+        assert!(!s.refetch_for_unknown_kid(2_000, &T));
+        assert!(!s.fetch_due(2_000, &T));
+        assert!(s.refetch_for_unknown_kid(11_000, &T));
     }
 
     #[test]
-    fn lost_fetch_is_retried_after_twice_the_timeout() {
-        let mut p = PoolKeys::new();
-        p.fetch_started(0);
-        assert!(!p.fetch_due(9_999, &T));
-        assert!(p.fetch_due(10_000, &T));
+    fn lease_of_a_lost_fetch_expires_after_twice_the_timeout() {
+        let mut s = FetchSchedule::default();
+        s.fetch_started(0);
+        assert!(!s.fetch_due(9_999, &T));
+        assert!(s.in_flight(9_999, &T));
+        assert!(s.fetch_due(10_000, &T));
+        assert!(!s.in_flight(10_000, &T));
+    }
+
+    #[test]
+    fn schedule_round_trips_through_its_text_form() {
+        let s = FetchSchedule {
+            failures: 3,
+            next_fetch_ms: 1_700_000_000_123,
+            in_flight_since_ms: Some(5),
+            last_kid_refetch_ms: None,
+            completions: 42,
+        };
+        assert_eq!(FetchSchedule::decode(s.encode().as_bytes()), Some(s));
+        assert_eq!(
+            FetchSchedule::decode(FetchSchedule::default().encode().as_bytes()),
+            Some(FetchSchedule::default())
+        );
+        for bad in [
+            "",
+            "v2 1 2 3 4 5",
+            "v1 1 2 3",
+            "v1 a b c d e",
+            "v1 99999999999 0 0 0 0",
+        ] {
+            assert_eq!(FetchSchedule::decode(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn envelope_round_trips() {
+        let e = encode_envelope(123, b"{\"keys\":[]}\n");
+        assert_eq!(decode_envelope(&e), Some((123, &b"{\"keys\":[]}\n"[..])));
+        assert_eq!(decode_envelope(b"no newline"), None);
+        assert_eq!(decode_envelope(b"x\n{}"), None);
     }
 }

@@ -15,10 +15,14 @@ pub enum Counter {
     JwksFetchFailed,
     CacheHit,
     CacheMiss,
+    /// Fetches started because a token named an unknown `kid` (rate-limited per pool).
+    JwksRefetchUnknownKid,
+    /// Requests verified with keys past their refresh time (refreshes keep failing).
+    StaleKeysServed,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 10] = [
+    pub const ALL: [Counter; 12] = [
         Counter::Allowed,
         Counter::DeniedMissing,
         Counter::DeniedInvalid,
@@ -29,10 +33,12 @@ impl Counter {
         Counter::JwksFetchFailed,
         Counter::CacheHit,
         Counter::CacheMiss,
+        Counter::JwksRefetchUnknownKid,
+        Counter::StaleKeysServed,
     ];
 
     /// Counters that are also kept per pool.
-    pub const PER_POOL: [Counter; 8] = [
+    pub const PER_POOL: [Counter; 10] = [
         Counter::Allowed,
         Counter::DeniedMissing,
         Counter::DeniedInvalid,
@@ -41,6 +47,8 @@ impl Counter {
         Counter::Unavailable,
         Counter::JwksFetchOk,
         Counter::JwksFetchFailed,
+        Counter::JwksRefetchUnknownKid,
+        Counter::StaleKeysServed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -55,6 +63,8 @@ impl Counter {
             Counter::JwksFetchFailed => "jwks_fetch_failed",
             Counter::CacheHit => "cache_hit",
             Counter::CacheMiss => "cache_miss",
+            Counter::JwksRefetchUnknownKid => "jwks_refetch_unknown_kid",
+            Counter::StaleKeysServed => "stale_keys_served",
         }
     }
 
@@ -70,6 +80,28 @@ impl Counter {
 }
 
 pub const PREFIX: &str = "cognito_authorizer";
+
+/// A gauge, per pool only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Gauge {
+    /// Usable keys in the pool's current key set (0 before the first successful fetch).
+    Keys,
+}
+
+impl Gauge {
+    pub const PER_POOL: [Gauge; 1] = [Gauge::Keys];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Gauge::Keys => "keys",
+        }
+    }
+
+    /// `cognito_authorizer.pool.<pool>.<name>`
+    pub fn pool_name(self, pool: &str) -> String {
+        format!("{PREFIX}.pool.{pool}.{}", self.name())
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -91,11 +123,17 @@ mod tests {
                 "cognito_authorizer.jwks_fetch_failed",
                 "cognito_authorizer.cache_hit",
                 "cognito_authorizer.cache_miss",
+                "cognito_authorizer.jwks_refetch_unknown_kid",
+                "cognito_authorizer.stale_keys_served",
             ]
         );
         assert_eq!(
             Counter::Allowed.pool_name("main"),
             "cognito_authorizer.pool.main.allowed"
+        );
+        assert_eq!(
+            Gauge::Keys.pool_name("main"),
+            "cognito_authorizer.pool.main.keys"
         );
     }
 }

@@ -6,7 +6,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{MapType, MetricType};
 
 use crate::config::Config;
-use crate::metrics::Counter;
+use crate::metrics::{Counter, Gauge};
 
 /// Host wall-clock time in milliseconds since the Unix epoch (0 if the host cannot tell).
 pub fn now_ms() -> u64 {
@@ -47,6 +47,8 @@ pub struct Metrics {
     global: Vec<(Counter, u32)>,
     /// Per pool, same order as `config.pools`.
     per_pool: Vec<Vec<(Counter, u32)>>,
+    /// Per pool: the `keys` gauge.
+    keys_gauge: Vec<Option<u32>>,
 }
 
 impl Metrics {
@@ -66,7 +68,25 @@ impl Metrics {
                     .collect()
             })
             .collect();
-        Metrics { global, per_pool }
+        let keys_gauge = config
+            .pools
+            .iter()
+            .map(|p| {
+                hostcalls::define_metric(MetricType::Gauge, &Gauge::Keys.pool_name(&p.name)).ok()
+            })
+            .collect();
+        Metrics {
+            global,
+            per_pool,
+            keys_gauge,
+        }
+    }
+
+    /// Records how many usable keys the pool's current set has.
+    pub fn set_keys(&self, pool: usize, count: usize) {
+        if let Some(Some(id)) = self.keys_gauge.get(pool) {
+            let _ = hostcalls::record_metric(*id, count as u64);
+        }
     }
 
     /// Counts once globally and, when the pool is known, once for the pool.

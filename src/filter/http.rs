@@ -78,7 +78,7 @@ impl HttpContext for Filter {
             Request {
                 context_id: self.context_id,
                 kid_refetched: false,
-                deadline_passed: false,
+                deadline_ms: None,
             },
         )
     }
@@ -89,7 +89,8 @@ impl HttpContext for Filter {
 pub struct Request {
     pub context_id: u32,
     pub kid_refetched: bool,
-    pub deadline_passed: bool,
+    /// Set once the request has waited: a request never waits past its first deadline.
+    pub deadline_ms: Option<u64>,
 }
 
 /// Decides the current request. `Continue`: let it through (headers already set).
@@ -162,7 +163,7 @@ fn verify(state: &SharedState, config: &Config, token: &str, request: Request) -
         let still_trusted = match s
             .pools
             .get(hit.token.pool)
-            .map(|p| p.availability(now_ms, &timing))
+            .map(|p| p.keys.availability(now_ms, &timing))
         {
             Some(Availability::Ready(keys)) => keys
                 .get(&hit.token.kid)
@@ -182,14 +183,27 @@ fn verify(state: &SharedState, config: &Config, token: &str, request: Request) -
         Err(e) => return Step::Refused(e, None, 0),
     };
     let pool = unverified.pool;
-    let Some(pool_keys) = s.pools.get_mut(pool) else {
+    if s.pools
+        .get(pool)
+        .is_some_and(|slot| slot.keys.keys().is_none())
+    {
+        // Another worker may have published keys since the last tick: no need to wait for it.
+        s.sync_pool(pool);
+    }
+    let Some(slot) = s.pools.get_mut(pool) else {
         return Step::Refused(AuthError::UnknownIssuer, None, 0);
     };
+    let deadline_ms = request
+        .deadline_ms
+        .unwrap_or(now_ms + timing.timeout_ms + 1000);
+    let deadline_passed = now_ms >= deadline_ms;
     let wait = |s: &mut super::VmState, kid_refetched: bool| {
+        let generation = s.pools.get(pool).map_or(0, |p| p.keys.generation());
         s.waiters.push(Waiter {
             context_id: request.context_id,
             pool,
-            deadline_ms: now_ms + timing.timeout_ms + 1000,
+            deadline_ms,
+            generation,
             kid_refetched,
         });
         if !s.busy_tick {
@@ -198,30 +212,54 @@ fn verify(state: &SharedState, config: &Config, token: &str, request: Request) -
         }
         Step::Wait
     };
-    match pool_keys.availability(now_ms, &timing) {
-        Availability::Ready(keys) => match verify_signature(unverified, &keys, config, now) {
-            Ok(token_claims) => {
-                let headers = claim_headers(&config.claims_to_headers, &token_claims);
-                let valid_until = token_claims.exp.saturating_add(config.clock_skew_seconds);
-                let verified = Rc::new(Verified {
-                    token: token_claims,
-                    claim_headers: headers,
-                });
-                s.cache
-                    .insert(token, Rc::clone(&verified), valid_until, now);
-                Step::Verified(verified)
+    match slot.keys.availability(now_ms, &timing) {
+        Availability::Ready(keys) => {
+            if slot.keys.is_stale(now_ms, &timing) {
+                s.metrics.count(Counter::StaleKeysServed, Some(pool));
             }
-            Err(AuthError::UnknownKeyId)
-                if !request.kid_refetched
-                    && !request.deadline_passed
-                    && pool_keys.refetch_for_unknown_kid(now_ms, &timing) =>
-            {
-                // Maybe the pool rotated its keys: one rate-limited refetch, then decide.
-                wait(s, true)
+            match verify_signature(unverified, &keys, config, now) {
+                Ok(token_claims) => {
+                    let headers = claim_headers(&config.claims_to_headers, &token_claims);
+                    let valid_until = token_claims.exp.saturating_add(config.clock_skew_seconds);
+                    let verified = Rc::new(Verified {
+                        token: token_claims,
+                        claim_headers: headers,
+                    });
+                    s.cache
+                        .insert(token, Rc::clone(&verified), valid_until, now);
+                    Step::Verified(verified)
+                }
+                Err(AuthError::UnknownKeyId) if !request.kid_refetched && !deadline_passed => {
+                    // Maybe the pool rotated its keys: one refetch per pool and
+                    // jwks_min_refetch_seconds for the whole process, then decide.
+                    let mut started = false;
+                    let granted = slot.shared.update(|sch| {
+                        let before = sch.last_kid_refetch_ms;
+                        // True also when joining a fetch in flight; only a new one is written.
+                        let _ = sch.refetch_for_unknown_kid(now_ms, &timing);
+                        started = sch.last_kid_refetch_ms != before;
+                        started
+                    });
+                    let join = match granted {
+                        Some((_, schedule)) => {
+                            slot.keys.observe(schedule);
+                            started || schedule.in_flight(now_ms, &timing)
+                        }
+                        None => false,
+                    };
+                    if started {
+                        s.metrics.count(Counter::JwksRefetchUnknownKid, Some(pool));
+                    }
+                    if join {
+                        wait(s, true)
+                    } else {
+                        Step::Refused(AuthError::UnknownKeyId, Some(pool), 0)
+                    }
+                }
+                Err(e) => Step::Refused(e, Some(pool), 0),
             }
-            Err(e) => Step::Refused(e, Some(pool), 0),
-        },
-        Availability::Wait if !request.deadline_passed => wait(s, request.kid_refetched),
+        }
+        Availability::Wait if !deadline_passed => wait(s, request.kid_refetched),
         Availability::Wait => Step::Refused(AuthError::KeysUnavailable, Some(pool), 1),
         Availability::Unavailable { retry_after_s } => {
             Step::Refused(AuthError::KeysUnavailable, Some(pool), retry_after_s)

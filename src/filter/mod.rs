@@ -9,15 +9,19 @@
 mod host;
 mod http;
 mod root;
+mod shared;
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use proxy_wasm::types::LogLevel;
 
+use log::debug;
+
 use crate::cache::TokenCache;
 use crate::config::Config;
-use crate::keys::{KeyTiming, PoolKeys};
+use crate::jwks::{parse_jwks, KeySet};
+use crate::keys::{decode_envelope, KeyTiming, PoolKeys};
 use crate::verify::VerifiedToken;
 
 proxy_wasm::main! {{
@@ -32,7 +36,7 @@ pub(crate) struct VmState {
     pub config: Rc<Config>,
     pub timing: KeyTiming,
     /// One entry per configured pool, same order as `config.pools`.
-    pub pools: Vec<PoolKeys>,
+    pub pools: Vec<PoolSlot>,
     pub cache: TokenCache<Rc<Verified>>,
     pub waiters: Vec<Waiter>,
     /// The root ticks fast (see `http::BUSY_TICK`) while requests wait.
@@ -41,6 +45,66 @@ pub(crate) struct VmState {
 }
 
 pub(crate) type SharedState = Rc<RefCell<VmState>>;
+
+impl VmState {
+    /// Brings one pool up to date with shared data: a key set published by another VM (or
+    /// before a reload) is parsed and installed, and the schedule is observed. Only
+    /// non-reentrant host calls (shared data reads) happen here.
+    pub fn sync_pool(&mut self, pool: usize) {
+        let Some(slot) = self.pools.get(pool) else {
+            return;
+        };
+        let schedule = slot.shared.schedule();
+        let known_cas = slot.envelope_cas;
+        let parsed = slot
+            .shared
+            .envelope()
+            .filter(|(_, cas)| Some(*cas) != known_cas)
+            .and_then(|(envelope, cas)| {
+                let (fetched_at, body) = decode_envelope(&envelope)?;
+                let parsed = parse_jwks(body, self.config.max_jwks_bytes).ok()?;
+                Some((parsed.keys, fetched_at, cas))
+            });
+        if let Some((keys, fetched_at, cas)) = parsed {
+            debug!(
+                "pool #{pool}: using the key set published in shared data: kids [{}]",
+                keys.kids().join(",")
+            );
+            self.install_keys(pool, keys, fetched_at, Some(cas));
+        }
+        if let Some(slot) = self.pools.get_mut(pool) {
+            slot.keys.observe(schedule);
+        }
+    }
+
+    /// Installs a key set in this VM and drops cached tokens whose key it no longer trusts.
+    pub fn install_keys(&mut self, pool: usize, keys: KeySet, fetched_at: u64, cas: Option<u32>) {
+        let count = keys.len();
+        let Some(slot) = self.pools.get_mut(pool) else {
+            return;
+        };
+        slot.keys.set_keys(keys, fetched_at);
+        slot.envelope_cas = cas;
+        if let Some(keys) = slot.keys.keys().cloned() {
+            self.cache.retain(|v| {
+                v.token.pool != pool
+                    || keys
+                        .get(&v.token.kid)
+                        .is_some_and(|k| k.fingerprint == v.token.key_fingerprint)
+            });
+        }
+        self.metrics.set_keys(pool, count);
+    }
+}
+
+/// One pool as this VM sees it: its keys and schedule, where they live in shared data, and
+/// which published key set it has parsed.
+#[derive(Debug)]
+pub(crate) struct PoolSlot {
+    pub keys: PoolKeys,
+    pub shared: shared::SharedKeys,
+    pub envelope_cas: Option<u32>,
+}
 
 /// A verified token and the claim headers it yields, computed once and reused from the cache.
 #[derive(Debug)]
@@ -55,6 +119,8 @@ pub(crate) struct Waiter {
     pub context_id: u32,
     pub pool: usize,
     pub deadline_ms: u64,
+    /// The pool's generation when it started waiting: it is re-run when that moves.
+    pub generation: u64,
     /// It already waited for an unknown-`kid` refetch: it gets no second one.
     pub kid_refetched: bool,
 }

@@ -1,5 +1,6 @@
-//! Root context: parses the configuration, fetches and refreshes each pool's JWKS by HTTP
-//! callout, and wakes the requests that wait for keys.
+//! Root context: parses the configuration; keeps this VM's copy of each pool's keys in step
+//! with the process-wide state in shared data; fetches a JWKS when this VM wins the fetch
+//! lease; wakes the requests that wait for keys.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -9,25 +10,31 @@ use std::time::Duration;
 use log::{debug, error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 use super::host::{self, now_ms, Metrics};
 use super::http::{self, Request};
-use super::{SharedState, VmState};
+use super::shared::SharedKeys;
+use super::{PoolSlot, SharedState, VmState};
 use crate::cache::TokenCache;
 use crate::config::Config;
 use crate::jwks::parse_jwks;
-use crate::keys::{KeyTiming, PoolKeys};
+use crate::keys::{encode_envelope, KeyTiming, PoolKeys};
 use crate::metrics::Counter;
 
-/// Tick while nothing waits: drives refreshes and retries.
+/// Tick while nothing waits: drives refreshes, retries and picking up keys other VMs fetched.
 const IDLE_TICK: Duration = Duration::from_millis(1000);
+/// The first tick, right after configuration, starts the first fetch. Not on_configure
+/// itself: Envoy configures a throw-away root context first, whose callouts are cancelled
+/// with it (seen on Envoy 1.40: the lease then blocked every worker for 2 x the timeout).
+const FIRST_TICK: Duration = Duration::from_millis(1);
 
 pub struct Root {
     context_id: u32,
     state: Option<SharedState>,
-    /// Callout token → pool index.
+    /// Callout token → pool index, for fetches this VM started.
     fetches: HashMap<u32, usize>,
+    ticked: bool,
 }
 
 impl Root {
@@ -36,75 +43,109 @@ impl Root {
             context_id,
             state: None,
             fetches: HashMap::new(),
+            ticked: false,
         }
     }
 
-    /// Starts every fetch that is due (first fetch, refresh, retry, unknown-kid refetch).
+    /// Brings this VM's view of every pool up to date with shared data.
+    fn sync_pools(&self, state: &SharedState) {
+        let mut s = state.borrow_mut();
+        for pool in 0..s.pools.len() {
+            s.sync_pool(pool);
+        }
+    }
+
+    /// Starts the fetches that are due and whose lease this VM wins.
     fn dispatch_due_fetches(&mut self, state: &SharedState) {
         let now = now_ms();
-        let mut to_fetch = Vec::new();
-        {
-            let s = state.borrow();
-            for (i, p) in s.pools.iter().enumerate() {
-                if p.fetch_due(now, &s.timing) {
-                    to_fetch.push(i);
-                }
-            }
-        }
-        for pool in to_fetch {
-            let (cluster, authority, path, timeout) = {
+        let pool_count = state.borrow().pools.len();
+        for pool in 0..pool_count {
+            let (shared, timing, due) = {
                 let s = state.borrow();
-                let Some(p) = s.config.pools.get(pool) else {
+                let Some(slot) = s.pools.get(pool) else {
                     continue;
                 };
                 (
-                    p.jwks_cluster.clone(),
-                    p.jwks.authority.clone(),
-                    p.jwks.path.clone(),
-                    Duration::from_millis(s.config.jwks_timeout_ms),
+                    slot.shared.clone(),
+                    s.timing,
+                    slot.keys.schedule.fetch_due(now, &s.timing),
                 )
             };
-            let headers = vec![
-                (":method", "GET"),
-                (":path", path.as_str()),
-                (":authority", authority.as_str()),
-                ("accept", "application/json"),
-                ("user-agent", "cognito-authorizer"),
-            ];
-            match self.dispatch_http_call(&cluster, headers, None, vec![], timeout) {
-                Ok(token) => {
-                    debug!(
-                        "fetching JWKS of pool #{pool} from cluster {cluster} {authority}{path}"
-                    );
-                    self.fetches.insert(token, pool);
-                    if let Some(p) = state.borrow_mut().pools.get_mut(pool) {
-                        p.fetch_started(now);
-                    }
+            if !due {
+                continue;
+            }
+            let Some((won, schedule)) = shared.update(|sch| {
+                let due = sch.fetch_due(now, &timing);
+                if due {
+                    sch.fetch_started(now);
                 }
-                Err(status) => {
-                    // Typically the cluster does not exist (yet): retried with backoff.
-                    warn!("cannot call cluster {cluster:?} for the JWKS: {status:?}");
-                    let mut s = state.borrow_mut();
-                    s.metrics.count(Counter::JwksFetchFailed, Some(pool));
-                    if let Some(p) = s.pools.get_mut(pool) {
-                        p.fetch_started(now);
-                        p.fetch_failed(now, host::jitter());
-                    }
-                    drop(s);
-                    self.wake_waiters(state, Some(pool), false);
+                due
+            }) else {
+                continue;
+            };
+            if let Some(slot) = state.borrow_mut().pools.get_mut(pool) {
+                slot.keys.observe(schedule);
+            }
+            if won {
+                self.start_fetch(state, pool, &shared, now);
+            }
+        }
+    }
+
+    fn start_fetch(&mut self, state: &SharedState, pool: usize, shared: &SharedKeys, now: u64) {
+        let (cluster, authority, path, timeout) = {
+            let s = state.borrow();
+            let Some(p) = s.config.pools.get(pool) else {
+                return;
+            };
+            (
+                p.jwks_cluster.clone(),
+                p.jwks.authority.clone(),
+                p.jwks.path.clone(),
+                Duration::from_millis(s.config.jwks_timeout_ms),
+            )
+        };
+        let headers = vec![
+            (":method", "GET"),
+            (":path", path.as_str()),
+            (":authority", authority.as_str()),
+            ("accept", "application/json"),
+            ("user-agent", "cognito-authorizer"),
+        ];
+        match self.dispatch_http_call(&cluster, headers, None, vec![], timeout) {
+            Ok(token) => {
+                debug!("pool #{pool}: fetching JWKS via cluster {cluster}: {authority}{path}");
+                self.fetches.insert(token, pool);
+            }
+            Err(status) => {
+                // Typically the cluster does not exist (yet): retried with backoff.
+                warn!("pool #{pool}: cannot call cluster {cluster:?} for the JWKS: {status:?}");
+                let schedule = shared.update(|s| {
+                    s.fetch_failed(now, host::jitter());
+                    true
+                });
+                let mut s = state.borrow_mut();
+                s.metrics.count(Counter::JwksFetchFailed, Some(pool));
+                if let (Some(slot), Some((_, schedule))) = (s.pools.get_mut(pool), schedule) {
+                    slot.keys.observe(schedule);
                 }
             }
         }
     }
 
-    /// Re-runs the requests waiting on `pool` (all pools when `None`); with `deadline_only`,
-    /// only those whose deadline has passed.
-    fn wake_waiters(&mut self, state: &SharedState, pool: Option<usize>, deadline_only: bool) {
+    /// Re-runs the waiting requests whose pool moved on (new keys, a fetch finished) or whose
+    /// deadline passed; the others keep waiting.
+    fn wake_waiters(&mut self, state: &SharedState) {
         let now = now_ms();
         let woken: Vec<_> = {
-            let mut s = state.borrow_mut();
+            let mut guard = state.borrow_mut();
+            let s = &mut *guard;
+            let pools = &s.pools;
             let (woken, kept) = s.waiters.drain(..).partition(|w| {
-                pool.is_none_or(|p| w.pool == p) && (!deadline_only || now >= w.deadline_ms)
+                now >= w.deadline_ms
+                    || pools
+                        .get(w.pool)
+                        .is_none_or(|p| p.keys.generation() != w.generation)
             });
             s.waiters = kept;
             woken
@@ -117,18 +158,13 @@ impl Root {
             let request = Request {
                 context_id: waiter.context_id,
                 kid_refetched: waiter.kid_refetched,
-                deadline_passed: now >= waiter.deadline_ms,
+                deadline_ms: Some(waiter.deadline_ms),
             };
-            if http::authorize(state, request) == proxy_wasm::types::Action::Continue {
+            if http::authorize(state, request) == Action::Continue {
                 let _ = hostcalls::resume_http_request();
             }
         }
         let _ = hostcalls::set_effective_context(self.context_id);
-        self.adjust_tick(state);
-    }
-
-    /// Back to slow ticks once nothing waits (HTTP contexts switch to fast ones).
-    fn adjust_tick(&mut self, state: &SharedState) {
         let mut s = state.borrow_mut();
         if s.waiters.is_empty() && s.busy_tick {
             s.busy_tick = false;
@@ -140,7 +176,25 @@ impl Root {
     fn on_jwks_response(&mut self, state: &SharedState, pool: usize, body_size: usize) {
         let now = now_ms();
         let status = self.get_http_call_response_header(":status");
-        let max = state.borrow().config.max_jwks_bytes;
+        let (max, name, shared) = {
+            let s = state.borrow();
+            let Some(slot) = s.pools.get(pool) else {
+                return;
+            };
+            let name = s
+                .config
+                .pools
+                .get(pool)
+                .map(|p| p.name.clone())
+                .unwrap_or_default();
+            (s.config.max_jwks_bytes, name, slot.shared.clone())
+        };
+        let body = if status.as_deref() == Some("200") && body_size <= max {
+            self.get_http_call_response_body(0, body_size)
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let result = if status.as_deref() != Some("200") {
             Err(format!(
                 "status {}",
@@ -153,72 +207,84 @@ impl Root {
                 "body of {body_size} bytes is over max_jwks_bytes ({max})"
             ))
         } else {
-            let body = self
-                .get_http_call_response_body(0, body_size)
-                .unwrap_or_default();
             parse_jwks(&body, max)
         };
-        let mut s = state.borrow_mut();
-        let name = s
-            .config
-            .pools
-            .get(pool)
-            .map(|p| p.name.clone())
-            .unwrap_or_default();
         match result {
             Ok(parsed) => {
                 for skipped in &parsed.skipped {
                     warn!("pool {name}: JWKS key skipped: {skipped}");
                 }
-                let kids = parsed.keys.kids().join(",");
+                // Publish first, then release the lease: other workers pick the set up.
+                let cas = shared.publish(&encode_envelope(now, &body));
+                let timing = state.borrow().timing;
+                let schedule = shared.update(|s| {
+                    s.fetch_succeeded(now, &timing);
+                    true
+                });
+                let mut s = state.borrow_mut();
                 let changed = s
                     .pools
                     .get(pool)
-                    .and_then(|p| p.keys())
-                    .is_none_or(|old| old.kids().join(",") != kids);
+                    .and_then(|slot| slot.keys.keys())
+                    .is_none_or(|old| old.kids() != parsed.keys.kids());
+                let kids = parsed.keys.kids().join(",");
                 if changed {
                     info!("pool {name}: loaded JWKS with kids [{kids}]");
                 } else {
                     debug!("pool {name}: JWKS refreshed, kids [{kids}]");
                 }
-                let timing = s.timing;
-                if let Some(p) = s.pools.get_mut(pool) {
-                    p.fetch_succeeded(parsed.keys, now, &timing);
-                }
-                // Entries verified by a key this set no longer has (or has changed) die now.
-                if let Some(keys) = s.pools.get(pool).and_then(|p| p.keys()).cloned() {
-                    s.cache.retain(|v| {
-                        v.token.pool != pool
-                            || keys
-                                .get(&v.token.kid)
-                                .is_some_and(|k| k.fingerprint == v.token.key_fingerprint)
-                    });
+                s.install_keys(pool, parsed.keys, now, cas);
+                if let (Some(slot), Some((_, schedule))) = (s.pools.get_mut(pool), schedule) {
+                    slot.keys.observe(schedule);
                 }
                 s.metrics.count(Counter::JwksFetchOk, Some(pool));
             }
             Err(why) => {
-                let failures = s.pools.get(pool).map_or(0, |p| p.failures()) + 1;
-                let keeping = s.pools.get(pool).is_some_and(|p| p.keys().is_some());
+                let jitter = host::jitter();
+                let schedule = shared.update(|s| {
+                    s.fetch_failed(now, jitter);
+                    true
+                });
+                let mut s = state.borrow_mut();
+                let keeping = s
+                    .pools
+                    .get(pool)
+                    .is_some_and(|slot| slot.keys.keys().is_some());
                 warn!(
-                    "pool {name}: JWKS fetch failed ({why}); failure #{failures}, {}",
+                    "pool {name}: JWKS fetch failed ({why}); {}",
                     if keeping {
                         "keeping the previous keys"
                     } else {
                         "no keys yet"
                     }
                 );
-                if let Some(p) = s.pools.get_mut(pool) {
-                    p.fetch_failed(now, host::jitter());
+                if let (Some(slot), Some((_, schedule))) = (s.pools.get_mut(pool), schedule) {
+                    slot.keys.observe(schedule);
                 }
                 s.metrics.count(Counter::JwksFetchFailed, Some(pool));
             }
         }
-        drop(s);
-        self.wake_waiters(state, Some(pool), false);
+        self.wake_waiters(state);
     }
 }
 
 impl Context for Root {
+    /// A VM going away mid-fetch hands its lease back, so another worker fetches at once.
+    fn on_done(&mut self) -> bool {
+        if let Some(state) = &self.state {
+            for pool in self.fetches.values() {
+                if let Some(slot) = state.borrow().pools.get(*pool) {
+                    let _ = slot.shared.update(|s| {
+                        s.lease_abandoned();
+                        true
+                    });
+                }
+            }
+        }
+        self.fetches.clear();
+        true
+    }
+
     fn on_http_call_response(
         &mut self,
         token: u32,
@@ -267,7 +333,15 @@ impl RootContext for Root {
         );
         let state = Rc::new(RefCell::new(VmState {
             timing: KeyTiming::from_config(&config),
-            pools: config.pools.iter().map(|_| PoolKeys::new()).collect(),
+            pools: config
+                .pools
+                .iter()
+                .map(|p| PoolSlot {
+                    keys: PoolKeys::new(),
+                    shared: SharedKeys::for_pool(p),
+                    envelope_cas: None,
+                })
+                .collect(),
             cache: TokenCache::new(config.token_cache_size),
             waiters: Vec::new(),
             busy_tick: false,
@@ -276,9 +350,11 @@ impl RootContext for Root {
         }));
         self.state = Some(Rc::clone(&state));
         self.fetches.clear();
-        // Keys are fetched now, not on the first request or tick: cold start is one round trip.
-        self.dispatch_due_fetches(&state);
-        self.set_tick_period(IDLE_TICK);
+        // Keys another worker (or this VM before a reload) published are used at once; a
+        // first fetch starts now, not on the first request or tick: cold start is one round trip.
+        self.sync_pools(&state);
+        self.ticked = false;
+        self.set_tick_period(FIRST_TICK);
         true
     }
 
@@ -286,8 +362,15 @@ impl RootContext for Root {
         let Some(state) = self.state.clone() else {
             return;
         };
+        if !self.ticked {
+            self.ticked = true;
+            if !state.borrow().busy_tick {
+                self.set_tick_period(IDLE_TICK);
+            }
+        }
+        self.sync_pools(&state);
         self.dispatch_due_fetches(&state);
-        self.wake_waiters(&state, None, true);
+        self.wake_waiters(&state);
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
