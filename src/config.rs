@@ -35,6 +35,18 @@ pub struct Config {
     pub jwks_max_stale_seconds: u64,
     pub max_jwks_bytes: usize,
     pub token_cache_size: usize,
+    pub signature_backend: SignatureBackendChoice,
+}
+
+/// Who checks signatures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureBackendChoice {
+    /// The host's crypto (Envoy's `verify_signature`) for the algorithms it supports, when it
+    /// passes a known-answer self-test at start; jwt-simple for the rest.
+    Auto,
+    /// jwt-simple inside the module for everything.
+    Wasm,
 }
 
 /// One trusted issuer (a Cognito user pool, or any OIDC issuer given explicitly).
@@ -154,6 +166,8 @@ struct WireConfig {
     max_jwks_bytes: u64,
     #[serde(default = "default_token_cache_size")]
     token_cache_size: u64,
+    #[serde(default = "default_signature_backend")]
+    signature_backend: SignatureBackendChoice,
 }
 
 #[derive(Debug, Deserialize)]
@@ -285,6 +299,9 @@ fn default_max_jwks_bytes() -> u64 {
 }
 fn default_token_cache_size() -> u64 {
     1024
+}
+fn default_signature_backend() -> SignatureBackendChoice {
+    SignatureBackendChoice::Auto
 }
 
 /// Headers the filter must never set or strip: routing, framing, the credentials themselves.
@@ -484,6 +501,7 @@ impl Config {
             jwks_max_stale_seconds,
             max_jwks_bytes: max_jwks_bytes as usize,
             token_cache_size: token_cache_size as usize,
+            signature_backend: wire.signature_backend,
         };
         Ok((config, warnings))
     }
@@ -739,6 +757,7 @@ mod tests {
         assert_eq!(c.jwks_max_stale_seconds, 86400);
         assert_eq!(c.max_jwks_bytes, 65536);
         assert_eq!(c.token_cache_size, 1024);
+        assert_eq!(c.signature_backend, SignatureBackendChoice::Auto);
         assert_eq!(warnings.len(), 1, "no client_ids must be warned about");
     }
 

@@ -13,6 +13,8 @@ use base64::Engine;
 use jwt_simple::prelude::*;
 use serde::Deserialize;
 
+use crate::signature::{ec_host_key, rsa_host_key, HostKey, HostKeyKind};
+
 /// The asymmetric JWS algorithms the filter accepts. `none` and `HS*` are not representable:
 /// an HMAC "verified" with a public key is the classic algorithm-confusion forgery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -125,6 +127,8 @@ pub struct Jwk {
     pub fingerprint: u64,
     /// One verifier per algorithm the key may be used with (just the JWK's `alg` when set).
     verifiers: Vec<VerifyingKey>,
+    /// The key as a host crypto library imports it (RSA and EC keys), built once here.
+    pub host_key: Option<HostKey>,
 }
 
 impl Jwk {
@@ -273,6 +277,7 @@ fn parse_key(raw: serde_json::Value) -> Result<Jwk, String> {
     let mut hasher = DefaultHasher::new();
     kty.hash(&mut hasher);
     let bad = |_| format!("kid {kid:?}: invalid key material");
+    let mut host_key = None;
     let verifiers = match kty.as_str() {
         "RSA" => {
             let n = b64(wire.n, "n")?;
@@ -285,6 +290,7 @@ fn parse_key(raw: serde_json::Value) -> Result<Jwk, String> {
             }
             n.hash(&mut hasher);
             e.hash(&mut hasher);
+            host_key = Some(rsa_host_key(&n, &e));
             allowed(&Algorithm::RSA)?
                 .into_iter()
                 .map(|a| {
@@ -315,9 +321,9 @@ fn parse_key(raw: serde_json::Value) -> Result<Jwk, String> {
             let crv = wire.crv.unwrap_or_default();
             let x = b64(wire.x, "x")?;
             let y = b64(wire.y, "y")?;
-            let (algorithm, size) = match crv.as_str() {
-                "P-256" => (Algorithm::ES256, 32),
-                "P-384" => (Algorithm::ES384, 48),
+            let (algorithm, size, kind) = match crv.as_str() {
+                "P-256" => (Algorithm::ES256, 32, HostKeyKind::EcP256),
+                "P-384" => (Algorithm::ES384, 48, HostKeyKind::EcP384),
                 other => return Err(format!("kid {kid:?}: curve {other:?} is not supported")),
             };
             allowed(&[algorithm])?;
@@ -329,6 +335,7 @@ fn parse_key(raw: serde_json::Value) -> Result<Jwk, String> {
             sec1.extend_from_slice(&x);
             sec1.extend_from_slice(&y);
             sec1.hash(&mut hasher);
+            host_key = ec_host_key(kind, &sec1);
             vec![match algorithm {
                 Algorithm::ES256 => {
                     VerifyingKey::ES256(ES256PublicKey::from_bytes(&sec1).map_err(bad)?)
@@ -357,6 +364,7 @@ fn parse_key(raw: serde_json::Value) -> Result<Jwk, String> {
         kid,
         fingerprint: hasher.finish(),
         verifiers,
+        host_key,
     })
 }
 

@@ -34,6 +34,7 @@ pub mod jwks;
 pub mod keys;
 pub mod metrics;
 pub mod rules;
+pub mod signature;
 pub mod verify;
 
 #[cfg(target_arch = "wasm32")]

@@ -20,6 +20,9 @@ use crate::config::Config;
 use crate::error::AuthError;
 use crate::jwks::{Algorithm, KeySet};
 use crate::rules::TokenFacts;
+use crate::signature::{
+    ecdsa_signature_to_der, host_hash, HostCheck, HostKeyKind, SignatureBackend,
+};
 
 /// Latest accepted time claim (2106-02-07): later values overflow jwt-simple's clock type.
 const MAX_TIMESTAMP: u64 = u32::MAX as u64;
@@ -193,12 +196,14 @@ pub fn inspect<'t>(
     })
 }
 
-/// Step 2: the key named by `kid` in the pool's key set, then the signature.
+/// Step 2: the key named by `kid` in the pool's key set, then the signature — by the host
+/// `backend` when it can check this algorithm, else by jwt-simple.
 pub fn verify_signature(
     unverified: UnverifiedToken<'_>,
     keys: &KeySet,
     config: &Config,
     now: u64,
+    backend: &dyn SignatureBackend,
 ) -> Result<VerifiedToken, AuthError> {
     let jwk = keys.get(&unverified.kid).ok_or(AuthError::UnknownKeyId)?;
     // The JWK decides which algorithms its key serves: a token cannot pick another one.
@@ -215,7 +220,26 @@ pub fn verify_signature(
         accept_future: false,
         ..VerificationOptions::default()
     };
-    if !verifier.verify(unverified.token, options) {
+    let host_answer = jwk.host_key.as_ref().and_then(|key| {
+        let hash = host_hash(unverified.alg, key)?;
+        let (signing_input, signature_b64) = unverified.token.rsplit_once('.')?;
+        let raw = URL_SAFE_NO_PAD.decode(signature_b64).ok()?;
+        let signature = match key.kind {
+            HostKeyKind::Rsa => raw,
+            ec => ecdsa_signature_to_der(&raw, ec)?,
+        };
+        backend.verify(&HostCheck {
+            hash,
+            key,
+            signature: &signature,
+            text: signing_input.as_bytes(),
+        })
+    });
+    let valid = match host_answer {
+        Some(valid) => valid,
+        None => verifier.verify(unverified.token, options),
+    };
+    if !valid {
         return Err(AuthError::BadSignature);
     }
     let claims = unverified.claims;
@@ -348,6 +372,7 @@ impl<'de> Deserialize<'de> for UniqueObject {
 mod tests {
     use super::*;
     use crate::jwks::{parse_jwks, tests::rsa_jwk};
+    use crate::signature::NoHostCrypto;
     use jwt_simple::prelude::*;
     use serde_json::json;
     use std::sync::OnceLock;
@@ -435,7 +460,7 @@ mod tests {
     fn check_at(token: &str, now: u64) -> Result<VerifiedToken, AuthError> {
         let c = config();
         let u = inspect(token, &c, now)?;
-        verify_signature(u, &keys(), &c, now)
+        verify_signature(u, &keys(), &c, now, &NoHostCrypto)
     }
 
     fn with(mut payload: Value, key: &str, value: Value) -> Value {

@@ -5,8 +5,15 @@ use std::time::UNIX_EPOCH;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{MapType, MetricType};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
 use crate::config::Config;
 use crate::metrics::{Counter, Gauge};
+use crate::signature::{
+    decode_verify_result, ec_host_key, ecdsa_signature_to_der, encode_verify_arguments,
+    rsa_host_key, self_test, HostCheck, HostKeyKind, SignatureBackend,
+};
 
 /// Host wall-clock time in milliseconds since the Unix epoch (0 if the host cannot tell).
 pub fn now_ms() -> u64 {
@@ -110,4 +117,73 @@ pub mod property {
     pub const POOL: &str = "cognito_authorizer.pool";
     pub const SUB: &str = "cognito_authorizer.sub";
     pub const CLIENT_ID: &str = "cognito_authorizer.client_id";
+}
+
+/// Envoy's `verify_signature` foreign function, per key kind, as the self-test found it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostCrypto {
+    pub rsa: bool,
+    pub ec: bool,
+}
+
+impl HostCrypto {
+    /// Known-answer self-test: the host must accept each test signature and refuse it with
+    /// one bit flipped. A host without the function (another proxy, an older Envoy) or one
+    /// that answers wrongly is not used.
+    pub fn detect() -> HostCrypto {
+        let probe = HostCrypto {
+            rsa: true,
+            ec: true,
+        };
+        let b64 = |s: &str| URL_SAFE_NO_PAD.decode(s).unwrap_or_default();
+        let passes = |key: Option<crate::signature::HostKey>, sig: Vec<u8>| {
+            let Some(key) = key else { return false };
+            let hash = "sha256";
+            let good = HostCheck {
+                hash,
+                key: &key,
+                signature: &sig,
+                text: self_test::MESSAGE,
+            };
+            let mut flipped = sig.clone();
+            if let Some(last) = flipped.last_mut() {
+                *last ^= 1;
+            }
+            let bad = HostCheck {
+                hash,
+                key: &key,
+                signature: &flipped,
+                text: self_test::MESSAGE,
+            };
+            probe.verify(&good) == Some(true) && probe.verify(&bad) == Some(false)
+        };
+        let rsa_key = Some(rsa_host_key(&b64(self_test::RSA_N), &b64(self_test::RSA_E)));
+        let rsa = passes(rsa_key, b64(self_test::RSA_SIG));
+        let mut point = vec![4];
+        point.extend(b64(self_test::EC_X));
+        point.extend(b64(self_test::EC_Y));
+        let ec_key = ec_host_key(HostKeyKind::EcP256, &point);
+        let ec_sig = ecdsa_signature_to_der(&b64(self_test::EC_SIG), HostKeyKind::EcP256)
+            .unwrap_or_default();
+        let ec = passes(ec_key, ec_sig);
+        HostCrypto { rsa, ec }
+    }
+}
+
+impl SignatureBackend for HostCrypto {
+    fn verify(&self, check: &HostCheck<'_>) -> Option<bool> {
+        let enabled = match check.key.kind {
+            HostKeyKind::Rsa => self.rsa,
+            HostKeyKind::EcP256 | HostKeyKind::EcP384 => self.ec,
+        };
+        if !enabled {
+            return None;
+        }
+        let arguments = encode_verify_arguments(check);
+        match hostcalls::call_foreign_function("verify_signature", Some(&arguments)) {
+            Ok(Some(result)) => decode_verify_result(&result),
+            Ok(None) => decode_verify_result(&[]),
+            Err(_) => None,
+        }
+    }
 }

@@ -217,7 +217,7 @@ fn verify(state: &SharedState, config: &Config, token: &str, request: Request) -
             if slot.keys.is_stale(now_ms, &timing) {
                 s.metrics.count(Counter::StaleKeysServed, Some(pool));
             }
-            match verify_signature(unverified, &keys, config, now) {
+            match verify_signature(unverified, &keys, config, now, &s.host_crypto) {
                 Ok(token_claims) => {
                     let headers = claim_headers(&config.claims_to_headers, &token_claims);
                     let valid_until = token_claims.exp.saturating_add(config.clock_skew_seconds);

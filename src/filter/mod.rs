@@ -42,6 +42,8 @@ pub(crate) struct VmState {
     /// The root ticks fast (see `http::BUSY_TICK`) while requests wait.
     pub busy_tick: bool,
     pub metrics: host::Metrics,
+    /// Signature checks by the host, where its self-test passed.
+    pub host_crypto: host::HostCrypto,
 }
 
 pub(crate) type SharedState = Rc<RefCell<VmState>>;

@@ -12,12 +12,12 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
-use super::host::{self, now_ms, Metrics};
+use super::host::{self, now_ms, HostCrypto, Metrics};
 use super::http::{self, Request};
 use super::shared::SharedKeys;
 use super::{PoolSlot, SharedState, VmState};
 use crate::cache::TokenCache;
-use crate::config::Config;
+use crate::config::{Config, SignatureBackendChoice};
 use crate::jwks::parse_jwks;
 use crate::keys::{encode_envelope, KeyTiming, PoolKeys};
 use crate::metrics::Counter;
@@ -331,6 +331,23 @@ impl RootContext for Root {
                 .collect::<Vec<_>>()
                 .join("; ")
         );
+        let host_crypto = match config.signature_backend {
+            SignatureBackendChoice::Auto => HostCrypto::detect(),
+            SignatureBackendChoice::Wasm => HostCrypto::default(),
+        };
+        info!(
+            "signatures: RSA by {}, ECDSA by {}, others by jwt-simple",
+            if host_crypto.rsa {
+                "host crypto"
+            } else {
+                "jwt-simple"
+            },
+            if host_crypto.ec {
+                "host crypto"
+            } else {
+                "jwt-simple"
+            }
+        );
         let state = Rc::new(RefCell::new(VmState {
             timing: KeyTiming::from_config(&config),
             pools: config
@@ -346,6 +363,7 @@ impl RootContext for Root {
             waiters: Vec::new(),
             busy_tick: false,
             metrics: Metrics::define(&config),
+            host_crypto,
             config: Rc::new(config),
         }));
         self.state = Some(Rc::clone(&state));
