@@ -17,7 +17,7 @@ STAMP  := $(VENV)/.installed-$(ENVOY_VERSION)-$(MOTO_VERSION)
 # Envoy binary: $ENVOY_BIN, then `envoy` on PATH, then func-e's, then the venv's.
 resolve_envoy = $(strip $(or $(ENVOY_BIN),$(shell command -v envoy 2>/dev/null),$(shell command -v func-e >/dev/null 2>&1 && func-e which 2>/dev/null),$(abspath $(VENV))/bin/envoy))
 
-.PHONY: build test unit e2e validate run lint clean venv wasm-target envoy-path
+.PHONY: build test unit e2e validate istio dist run lint clean venv wasm-target envoy-path
 
 wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -55,7 +55,17 @@ validate: venv build
 e2e: venv build
 	ENVOY_BIN=$(resolve_envoy) WASM=$(abspath $(WASM)) $(PY) -m pytest -q tests/e2e
 
-test: unit validate e2e
+# Istio resources users copy (envoy/istio): schemas as strict as Istio's CRDs, cluster
+# names, and every filter configuration through the built filter in Envoy.
+istio: venv build
+	ENVOY_BIN=$(resolve_envoy) WASM=$(abspath $(WASM)) $(PY) tests/istio/validate.py
+	ENVOY_BIN=$(resolve_envoy) WASM=$(abspath $(WASM)) $(PY) -m pytest -q tests/istio tests/dist
+
+# Release files: dist/cognito_authorizer.wasm(.sha256), dist/cognito_authorizer.oci.digest, dist/oci/
+dist: venv build
+	$(PY) tests/dist/dist.py --wasm $(WASM) --out dist
+
+test: unit validate istio e2e
 
 run: venv build
 	ENVOY_BIN=$(resolve_envoy) WASM=$(abspath $(WASM)) $(PY) scripts/demo.py
@@ -67,4 +77,4 @@ lint: wasm-target
 
 clean:
 	cargo clean
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache dist
