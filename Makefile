@@ -12,6 +12,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 WASM_TARGET := wasm32-wasip1
 WASM   := target/$(WASM_TARGET)/release/cognito_authorizer.wasm
+NOOP_WASM := target/noop-filter/$(WASM_TARGET)/release/noop_filter.wasm
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # The same module with the test-only fault-injection feature (never shipped).
 WASM_FAULT := target/fault/$(WASM_TARGET)/release/cognito_authorizer.wasm
 STAMP  := $(VENV)/.installed-$(ENVOY_VERSION)-$(MOTO_VERSION)
@@ -20,7 +22,7 @@ STAMP  := $(VENV)/.installed-$(ENVOY_VERSION)-$(MOTO_VERSION)
 resolve_envoy = $(strip $(or $(ENVOY_BIN),$(shell command -v envoy 2>/dev/null),$(shell command -v func-e >/dev/null 2>&1 && func-e which 2>/dev/null),$(abspath $(VENV))/bin/envoy))
 
 .PHONY: build test unit e2e validate istio dist run lint clean venv wasm-target envoy-path \
-        test-compat release-check size build-fault
+        test-compat release-check size build-fault bench
 
 wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -84,6 +86,13 @@ test-compat: venv build build-fault
 	  echo "== Envoy $$v"; \
 	  ENVOY_BIN=$(abspath .)/$$d/bin/envoy WASM=$(abspath $(WASM)) WASM_FAULT=$(abspath $(WASM_FAULT)) $(PY) -m pytest -q tests/e2e || exit 1; \
 	done
+
+# Envoy without auth, with a no-op Wasm filter, with jwt_authn (with and without its cache) and
+# with this filter, side by side (SPEC §9). BENCH_QUICK=1: a smoke run of about 2 minutes.
+bench: venv build
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk; }
+	cargo build --release --target $(WASM_TARGET) --manifest-path tests/noop-filter/Cargo.toml --target-dir target/noop-filter
+	ENVOY_BIN=$(resolve_envoy) WASM=$(abspath $(WASM)) NOOP_WASM=$(abspath $(NOOP_WASM)) $(PY) tests/bench/run.py
 
 size: build
 	@ls -l $(WASM) | awk '{printf "module size: %d bytes (%.0f KiB)\n", $$5, $$5/1024}'
