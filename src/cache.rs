@@ -1,18 +1,24 @@
-//! The verified-token cache (SPEC §9): per VM, bounded, least-recently-used eviction.
+//! The verified-token cache (SPEC §9): per VM, bounded, exp-aware.
 //!
 //! The key is the whole token string, so an entry can only ever be found by the exact token
 //! that was verified: the cache cannot be poisoned by a look-alike. An entry expires with the
 //! token (`exp` + skew); the caller also drops it when the key that verified it is gone.
+//!
+//! Eviction is CLOCK (second chance), the usual constant-time approximation of LRU: a hit
+//! only sets a flag (no allocation, no reordering on the hot path); when the cache is full, a
+//! hand sweeps the insertion ring, evicting the first entry that is expired or was not used
+//! since the hand last passed it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 
 /// A bounded map from token to a verified result `V`.
 #[derive(Debug)]
 pub struct TokenCache<V> {
     capacity: usize,
-    entries: HashMap<String, Entry<V>>,
-    /// Logical clock for recency: bumped on every hit and insert.
-    tick: u64,
+    entries: HashMap<Rc<str>, Entry<V>>,
+    /// The CLOCK ring: every key in `entries` exactly once, the hand at the front.
+    ring: VecDeque<Rc<str>>,
 }
 
 #[derive(Debug)]
@@ -20,7 +26,8 @@ struct Entry<V> {
     value: V,
     /// Last second (Unix) at which the entry may be used.
     valid_until: u64,
-    last_used: u64,
+    /// Used since the hand last passed: gets a second chance.
+    referenced: bool,
 }
 
 impl<V> TokenCache<V> {
@@ -29,7 +36,7 @@ impl<V> TokenCache<V> {
         TokenCache {
             capacity,
             entries: HashMap::with_capacity(capacity.min(4096)),
-            tick: 0,
+            ring: VecDeque::with_capacity(capacity.min(4096)),
         }
     }
 
@@ -43,20 +50,13 @@ impl<V> TokenCache<V> {
 
     /// The entry for exactly this token, if it is still within its validity.
     pub fn get(&mut self, token: &str, now: u64) -> Option<&V> {
-        let expired = match self.entries.get(token) {
-            None => return None,
-            Some(e) => now > e.valid_until,
-        };
-        if expired {
-            self.entries.remove(token);
+        let entry = self.entries.get_mut(token)?;
+        if now > entry.valid_until {
+            // Left for the hand to collect: removing from the ring here would be O(n).
             return None;
         }
-        self.tick += 1;
-        let tick = self.tick;
-        self.entries.get_mut(token).map(|e| {
-            e.last_used = tick;
-            &e.value
-        })
+        entry.referenced = true;
+        Some(&entry.value)
     }
 
     /// Stores a verified result valid until `valid_until` (Unix seconds, inclusive).
@@ -64,45 +64,56 @@ impl<V> TokenCache<V> {
         if self.capacity == 0 || now > valid_until {
             return;
         }
-        if !self.entries.contains_key(token) && self.entries.len() >= self.capacity {
-            self.evict(now);
+        if let Some(entry) = self.entries.get_mut(token) {
+            *entry = Entry {
+                value,
+                valid_until,
+                referenced: true,
+            };
+            return;
         }
-        self.tick += 1;
+        while self.entries.len() >= self.capacity {
+            self.evict_one(now);
+        }
+        let key: Rc<str> = Rc::from(token);
+        self.ring.push_back(Rc::clone(&key));
         self.entries.insert(
-            token.to_string(),
+            key,
             Entry {
                 value,
                 valid_until,
-                last_used: self.tick,
+                referenced: false,
             },
         );
     }
 
     pub fn remove(&mut self, token: &str) {
-        self.entries.remove(token);
+        if self.entries.remove(token).is_some() {
+            self.ring.retain(|k| &**k != token);
+        }
     }
 
     /// Drops every entry `keep` refuses (e.g. verified by a key a refresh removed).
     pub fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) {
         self.entries.retain(|_, e| keep(&e.value));
+        let entries = &self.entries;
+        self.ring.retain(|k| entries.contains_key(k));
     }
 
-    /// Makes room for one entry: expired entries first, else the least recently used.
-    /// O(n) over a bounded n, and only on inserts into a full cache (after a verification
-    /// that costs far more).
-    fn evict(&mut self, now: u64) {
-        let before = self.entries.len();
-        self.entries.retain(|_, e| now <= e.valid_until);
-        if self.entries.len() < before {
-            return;
-        }
-        let oldest = self
-            .entries
-            .iter()
-            .min_by_key(|(_, e)| e.last_used)
-            .map(|(k, _)| k.clone());
-        if let Some(k) = oldest {
-            self.entries.remove(&k);
+    /// Advances the hand until one entry is evicted. Every entry is passed at most twice.
+    fn evict_one(&mut self, now: u64) {
+        while let Some(key) = self.ring.pop_front() {
+            match self.entries.get_mut(&key) {
+                None => continue,
+                Some(e) if e.referenced && now <= e.valid_until => {
+                    e.referenced = false;
+                    self.ring.push_back(key);
+                }
+                Some(_) => {
+                    self.entries.remove(&key);
+                    return;
+                }
+            }
         }
     }
 }
@@ -126,26 +137,29 @@ mod tests {
         c.insert("t", 1, 100, 0);
         assert_eq!(c.get("t", 100), Some(&1));
         assert_eq!(c.get("t", 101), None);
-        assert!(c.is_empty(), "expired entry is removed on lookup");
         c.insert("late", 2, 10, 11);
-        assert!(c.is_empty(), "an already expired token is not cached");
+        assert_eq!(
+            c.get("late", 11),
+            None,
+            "an already expired token is not cached"
+        );
     }
 
     #[test]
-    fn full_cache_evicts_least_recently_used() {
+    fn full_cache_gives_used_entries_a_second_chance() {
         let mut c = TokenCache::new(2);
         c.insert("a", 1, 100, 0);
         c.insert("b", 2, 100, 0);
         assert_eq!(c.get("a", 1), Some(&1));
         c.insert("c", 3, 100, 1);
         assert_eq!(c.len(), 2);
-        assert_eq!(c.get("b", 1), None, "b was least recently used");
+        assert_eq!(c.get("b", 1), None, "b was not used: evicted first");
         assert_eq!(c.get("a", 1), Some(&1));
         assert_eq!(c.get("c", 1), Some(&3));
     }
 
     #[test]
-    fn full_cache_evicts_expired_entries_first() {
+    fn full_cache_evicts_expired_entries_before_unused_ones() {
         let mut c = TokenCache::new(2);
         c.insert("old", 1, 10, 0);
         c.insert("new", 2, 100, 0);
@@ -153,6 +167,21 @@ mod tests {
         c.insert("x", 3, 100, 50);
         assert_eq!(c.get("new", 50), Some(&2));
         assert_eq!(c.get("x", 50), Some(&3));
+        assert_eq!(c.get("old", 50), None);
+    }
+
+    #[test]
+    fn cache_stays_bounded_under_a_flood_of_distinct_tokens() {
+        let mut c = TokenCache::new(64);
+        for i in 0..10_000u64 {
+            let token = format!("token-{i}");
+            c.insert(&token, i, 1_000, 0);
+            if i % 3 == 0 {
+                let _ = c.get(&token, 0);
+            }
+            assert!(c.len() <= 64);
+            assert_eq!(c.ring.len(), c.entries.len());
+        }
     }
 
     #[test]
@@ -170,5 +199,18 @@ mod tests {
         c.retain(|kid| *kid != "kid1");
         assert_eq!(c.get("a", 1), None);
         assert_eq!(c.get("b", 1), Some(&"kid2"));
+        assert_eq!(c.ring.len(), 1);
+    }
+
+    #[test]
+    fn remove_and_reinsert_keep_ring_and_map_in_step() {
+        let mut c = TokenCache::new(2);
+        c.insert("a", 1, 100, 0);
+        c.insert("a", 2, 100, 0);
+        assert_eq!(c.ring.len(), 1);
+        assert_eq!(c.get("a", 0), Some(&2));
+        c.remove("a");
+        assert!(c.is_empty());
+        assert!(c.ring.is_empty());
     }
 }

@@ -103,14 +103,19 @@ pub struct Request {
 pub fn authorize(state: &SharedState, request: Request) -> Action {
     let config = Rc::clone(&state.borrow().config);
     let method = request_header(":method").unwrap_or_default();
-    let raw_path = request_header(":path").unwrap_or_default();
-    let path = normalize_path(&raw_path);
-    let facts = RequestFacts {
-        method: &method,
-        path: &path,
-        header: request_header,
+    let rule = if config.rules.is_empty() {
+        None
+    } else {
+        let raw_path = request_header(":path").unwrap_or_default();
+        let path = normalize_path(&raw_path);
+        let facts = RequestFacts {
+            method: &method,
+            path: &path,
+            header: request_header,
+        };
+        first_match(&config.rules, &facts)
     };
-    let requirement = match first_match(&config.rules, &facts).map(|r| &r.action) {
+    let requirement = match rule.map(|r| &r.action) {
         Some(RuleAction::Allow) => return anonymous(&config, decision::REASON_ALLOW_RULE),
         Some(RuleAction::Require(r)) => r,
         None => &ANY_VALID_TOKEN,
