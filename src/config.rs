@@ -329,8 +329,16 @@ impl Config {
     pub fn parse(json: &[u8]) -> Result<(Config, Warnings), ConfigError> {
         let deserializer = &mut serde_json::Deserializer::from_slice(json);
         let wire: WireConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let path = e.path().to_string();
-            ConfigError::new(path, e.into_inner().to_string())
+            let mut path = e.path().to_string();
+            let problem = e.into_inner().to_string();
+            // serde names the object for a missing key; the key itself is more useful.
+            if let Some(key) = problem
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split('`').next())
+            {
+                path = if path == "." { key.to_string() } else { format!("{path}.{key}") };
+            }
+            ConfigError::new(path, problem)
         })?;
         Config::validate(wire)
     }

@@ -1,9 +1,11 @@
 //! Token verification (SPEC §2), in two steps so that no key is fetched for a token that
 //! cheap checks already refuse:
 //!
-//! 1. [`inspect`]: structure, algorithm, issuer → pool, time and Cognito claims. Needs no key.
-//!    Its result is an [`UnverifiedToken`]: nothing in it may be trusted yet.
-//! 2. [`verify_signature`]: the pool's key by `kid`, then the signature (jwt-simple).
+//! 1. [`inspect`]: structure, algorithm, issuer → pool, claim types, `token_use` and client.
+//!    Needs no key. Its result is an [`UnverifiedToken`]: nothing in it may be trusted yet.
+//! 2. [`verify_signature`]: the pool's key by `kid`, the signature, then the time claims —
+//!    after the signature, so that "The incoming token has expired" is only ever said of a
+//!    token the pool really issued (a forged expired token is just invalid).
 //!
 //! jwt-simple's own defaults do not fit Cognito (15-minute tolerance, `exp` optional), so every
 //! claim rule is checked here, explicitly, with `now` and the skew given by the caller.
@@ -37,6 +39,8 @@ pub struct UnverifiedToken<'t> {
     pub alg: Algorithm,
     pub kid: String,
     pub exp: u64,
+    nbf: Option<u64>,
+    iat: Option<u64>,
     pub token_use: Option<TokenUse>,
     claims: Map<String, Value>,
 }
@@ -145,21 +149,10 @@ pub fn inspect<'t>(
         .get(pool_index)
         .ok_or(AuthError::UnknownIssuer)?;
 
-    let skew = config.clock_skew_seconds;
+    // Types now; values after the signature (see the module docs).
     let exp = timestamp(&payload, "exp")?.ok_or(AuthError::MissingExpiry)?;
-    if now > exp.saturating_add(skew) {
-        return Err(AuthError::Expired);
-    }
-    if let Some(nbf) = timestamp(&payload, "nbf")? {
-        if nbf > now.saturating_add(skew) {
-            return Err(AuthError::NotYetValid);
-        }
-    }
-    if let Some(iat) = timestamp(&payload, "iat")? {
-        if iat > now.saturating_add(skew) {
-            return Err(AuthError::IssuedInFuture);
-        }
-    }
+    let nbf = timestamp(&payload, "nbf")?;
+    let iat = timestamp(&payload, "iat")?;
 
     let token_use = match pool.token_use {
         None => None,
@@ -191,6 +184,8 @@ pub fn inspect<'t>(
         alg,
         kid,
         exp,
+        nbf,
+        iat,
         token_use,
         claims: payload,
     })
@@ -211,13 +206,15 @@ pub fn verify_signature(
         .verifier(unverified.alg)
         .ok_or(AuthError::KeyAlgorithmMismatch)?;
     let options = VerificationOptions {
-        // jwt-simple re-checks times after the signature: same clock and skew as ours, so it
-        // can only agree (its 15-minute default tolerance is overridden).
-        artificial_time: Some(UnixTimeStamp::from_secs(now)),
-        time_tolerance: Some(Duration::from_secs(config.clock_skew_seconds)),
+        // jwt-simple checks times after the signature, and any of its errors reads as a bad
+        // signature; times are checked below, with our skew. So its clock is set to the
+        // token's own `exp` with no tolerance, and its `iat`/`nbf` checks are off
+        // (`accept_future`): an authentic token always passes them.
+        artificial_time: Some(UnixTimeStamp::from_secs(unverified.exp)),
+        time_tolerance: Some(Duration::from_secs(0)),
         max_token_length: Some(config.max_token_bytes),
         max_header_length: Some(config.max_token_bytes),
-        accept_future: false,
+        accept_future: true,
         ..VerificationOptions::default()
     };
     let host_answer = jwk.host_key.as_ref().and_then(|key| {
@@ -241,6 +238,16 @@ pub fn verify_signature(
     };
     if !valid {
         return Err(AuthError::BadSignature);
+    }
+    let skew = config.clock_skew_seconds;
+    if now > unverified.exp.saturating_add(skew) {
+        return Err(AuthError::Expired);
+    }
+    if unverified.nbf.is_some_and(|nbf| nbf > now.saturating_add(skew)) {
+        return Err(AuthError::NotYetValid);
+    }
+    if unverified.iat.is_some_and(|iat| iat > now.saturating_add(skew)) {
+        return Err(AuthError::IssuedInFuture);
     }
     let claims = unverified.claims;
     let scopes = scopes_of(&claims);
@@ -495,6 +502,23 @@ mod tests {
         let t = sign(&id_header(), &with(id_payload(), "exp", json!(NOW - 61)));
         assert_eq!(check(&t), Err(AuthError::Expired));
         let t = sign(&id_header(), &with(id_payload(), "exp", json!(NOW - 59)));
+        assert!(check(&t).is_ok());
+    }
+
+    #[test]
+    fn forged_expired_token_is_invalid_not_expired() {
+        let t = sign_raw(
+            &b64(&id_header()),
+            &b64(&with(id_payload(), "exp", json!(NOW - 600))),
+            other_key(),
+        );
+        assert_eq!(check(&t), Err(AuthError::BadSignature));
+    }
+
+    #[test]
+    fn authentic_token_issued_before_nbf_passes_jwt_simple_and_our_checks() {
+        // nbf and iat in the past, exp in the future: jwt-simple's clock (set to exp) agrees.
+        let t = sign(&id_header(), &with(id_payload(), "nbf", json!(NOW - 100)));
         assert!(check(&t).is_ok());
     }
 

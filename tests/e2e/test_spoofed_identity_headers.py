@@ -1,0 +1,94 @@
+"""Scenario 6: a client cannot forge the identity headers the filter sets. They are removed
+from every request (allowed, anonymous or denied) before the filter adds the real ones."""
+
+from __future__ import annotations
+
+import pytest
+
+from support import tokens as tk
+from support.assertions import assert_allowed, assert_missing
+from support.authorizer_config import CLAIM_HEADERS, TEST_CLIENT, TEST_ISSUER
+
+FORGED = [
+    ("x-cognito-sub", "evil"),
+    ("X-Cognito-Username", "root"),  # header names are case-insensitive
+    ("x-cognito-groups", "admins"),
+    ("x-cognito-groups", "superusers"),  # and repeated
+    ("x-cognito-token-use", "access"),
+    ("x-cognito-client-id", "forged-client"),
+]
+
+
+def _no_forged_value_survives(seen) -> None:
+    for name, value in FORGED:
+        assert value not in seen.header_values(name), f"forged {name}: {value} reached upstream"
+
+
+def test_forged_claim_headers_are_replaced_by_the_tokens_values(authorizer, upstream, signing_key):
+    # payload: {"sub": <uuid>, "aud": TEST_CLIENT, "iss": TEST_ISSUER, "token_use": "id",
+    #           "cognito:username": "dave", "cognito:groups": ["readers"], ...}
+    claims = tk.id_claims(TEST_ISSUER, TEST_CLIENT, "dave", ["readers"])
+    token = tk.sign(signing_key, claims)
+
+    resp = authorizer.request("/hello", [("Authorization", f"Bearer {token}"), *FORGED])
+
+    seen = assert_allowed(resp, upstream)
+    assert seen.header_values("x-cognito-sub") == [claims["sub"]]
+    assert seen.header_values("x-cognito-username") == ["dave"]
+    assert seen.header_values("x-cognito-groups") == ["readers"]
+    assert seen.header_values("x-cognito-token-use") == ["id"]
+    _no_forged_value_survives(seen)
+
+
+def test_forged_header_for_absent_claim_is_removed(authorizer, upstream, signing_key):
+    # payload: id token for "erin" with no "cognito:groups" claim and no "client_id"
+    token = tk.sign(signing_key, tk.id_claims(TEST_ISSUER, TEST_CLIENT, "erin"))
+
+    resp = authorizer.request("/hello", [("Authorization", f"Bearer {token}"), *FORGED])
+
+    seen = assert_allowed(resp, upstream)
+    assert seen.header_values("x-cognito-groups") == []
+    assert seen.header_values("x-cognito-client-id") == []
+    _no_forged_value_survives(seen)
+
+
+def test_forged_claim_headers_with_moto_token_are_replaced(authorizer, upstream, alice):
+    _, claims, _ = tk.split(alice.id_token)
+
+    resp = authorizer.request("/hello", [("Authorization", f"Bearer {alice.id_token}"), *FORGED])
+
+    seen = assert_allowed(resp, upstream)
+    assert seen.header_values("x-cognito-sub") == [claims["sub"]]
+    assert seen.header_values("x-cognito-username") == ["alice"]
+    # alice really is in "admins": one value, the token's, not the forged "superusers".
+    assert seen.header_values("x-cognito-groups") == ["admins"]
+    assert seen.header_values("x-cognito-client-id") == []
+
+
+def test_forged_claim_headers_without_token_get_401(authorizer, upstream):
+    resp = authorizer.request("/hello", FORGED)
+
+    assert_missing(resp, upstream)
+
+
+@pytest.mark.parametrize("path", ["/public", "/public/page?x=1"])
+def test_forged_claim_headers_are_removed_on_anonymous_routes(authorizer, upstream, path):
+    resp = authorizer.request(path, FORGED)
+
+    seen = assert_allowed(resp, upstream)
+    for header in CLAIM_HEADERS.values():
+        assert seen.header_values(header) == [], f"{header} reached an anonymous route"
+
+
+def test_claim_values_with_line_breaks_are_sanitised(authorizer, upstream, signing_key):
+    # payload: id token whose "cognito:username" is "mallory\r\nx-cognito-sub: evil"
+    claims = tk.id_claims(TEST_ISSUER, TEST_CLIENT, "mallory\r\nx-cognito-sub: evil")
+    token = tk.sign(signing_key, claims)
+
+    resp = authorizer.request("/hello", {"Authorization": f"Bearer {token}"})
+
+    seen = assert_allowed(resp, upstream)
+    assert seen.header_values("x-cognito-sub") == [claims["sub"]]
+    for name, value in seen.headers:
+        assert "\r" not in value and "\n" not in value, f"{name} carries a line break"
+    assert seen.header("x-cognito-username").startswith("mallory")

@@ -1,0 +1,46 @@
+"""Small HTTP servers in background threads (the echo upstream and the JWKS server)."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from .ports import LOOPBACK
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive (as Envoy's upstream connections expect), no stderr noise."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):  # noqa: A002 (the base class's signature)
+        pass
+
+    def read_body(self) -> bytes:
+        length = int(self.headers.get("content-length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def reply(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class BackgroundServer:
+    """A ThreadingHTTPServer on 127.0.0.1 serving from a daemon thread until stop()."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], port: int = 0):
+        self.httpd = ThreadingHTTPServer((LOOPBACK, port), handler)
+        self.httpd.daemon_threads = True
+        self.port: int = self.httpd.server_address[1]
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self._thread.join(timeout=5)
