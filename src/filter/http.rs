@@ -188,7 +188,7 @@ fn verify(state: &SharedState, config: &Config, token: &str, request: Request) -
     }
     s.metrics.count(Counter::CacheMiss, None);
 
-    let unverified = match inspect(token, config, now) {
+    let unverified = match inspect(token, config) {
         Ok(u) => u,
         Err(e) => return Step::Refused(e, None, 0),
     };
