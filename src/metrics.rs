@@ -37,19 +37,10 @@ impl Counter {
         Counter::StaleKeysServed,
     ];
 
-    /// Counters that are also kept per pool.
-    pub const PER_POOL: [Counter; 10] = [
-        Counter::Allowed,
-        Counter::DeniedMissing,
-        Counter::DeniedInvalid,
-        Counter::DeniedExpired,
-        Counter::DeniedForbidden,
-        Counter::Unavailable,
-        Counter::JwksFetchOk,
-        Counter::JwksFetchFailed,
-        Counter::JwksRefetchUnknownKid,
-        Counter::StaleKeysServed,
-    ];
+    /// Whether the counter is also kept per pool (the cache is per VM, not per pool).
+    pub fn per_pool(self) -> bool {
+        !matches!(self, Counter::CacheHit | Counter::CacheMiss)
+    }
 
     pub fn name(self) -> &'static str {
         match self {

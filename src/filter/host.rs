@@ -69,8 +69,9 @@ impl Metrics {
             .pools
             .iter()
             .map(|p| {
-                Counter::PER_POOL
+                Counter::ALL
                     .iter()
+                    .filter(|c| c.per_pool())
                     .filter_map(|c| define(c.pool_name(&p.name)).map(|id| (*c, id)))
                     .collect()
             })
