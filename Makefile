@@ -22,7 +22,7 @@ STAMP  := $(VENV)/.installed-$(ENVOY_VERSION)-$(MOTO_VERSION)
 resolve_envoy = $(strip $(or $(ENVOY_BIN),$(shell command -v envoy 2>/dev/null),$(shell command -v func-e >/dev/null 2>&1 && func-e which 2>/dev/null),$(abspath $(VENV))/bin/envoy))
 
 .PHONY: build test unit e2e validate istio dist run lint clean venv wasm-target envoy-path \
-        test-compat release-check size build-fault bench
+        test-compat release-check size build-fault bench fuzz
 
 wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -93,6 +93,11 @@ bench: venv build
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk; }
 	cargo build --release --target $(WASM_TARGET) --manifest-path tests/noop-filter/Cargo.toml --target-dir target/noop-filter
 	ENVOY_BIN=$(resolve_envoy) WASM=$(abspath $(WASM)) NOOP_WASM=$(abspath $(NOOP_WASM)) $(PY) tests/bench/run.py
+
+# Coverage-guided fuzzing of the pure core (fuzz/README.md); FUZZ_SECONDS per target (30).
+fuzz:
+	@cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+	FUZZ_SECONDS=$(or $(FUZZ_SECONDS),30) bash fuzz/run.sh
 
 size: build
 	@ls -l $(WASM) | awk '{printf "module size: %d bytes (%.0f KiB)\n", $$5, $$5/1024}'

@@ -52,13 +52,11 @@ fn read_source(
         })),
         TokenSource::Query { name } => {
             let path = header(":path").unwrap_or_default();
-            let query = path.split_once('?').map_or("", |(_, q)| q);
-            let query = query.split_once('#').map_or(query, |(q, _)| q);
-            single_value(query.split('&'), name)
+            single_value(query_pairs(&path), name)
         }
         TokenSource::Cookie { name } => {
             let cookies = header("cookie").unwrap_or_default();
-            single_value(cookies.split(';').map(str::trim), name)
+            single_value(cookie_pairs(&cookies), name)
         }
     }
 }
@@ -84,38 +82,84 @@ fn from_authorization(value: &str) -> Option<String> {
     }
 }
 
-/// The value of `name` among `name=value` pairs; several different values are ambiguous.
-fn single_value<'a>(
-    pairs: impl Iterator<Item = &'a str>,
+/// The value of `name` among (name, value) pairs; several different values are ambiguous.
+fn single_value(
+    pairs: impl Iterator<Item = (String, String)>,
     name: &str,
 ) -> Result<Option<String>, AuthError> {
-    let mut value: Option<&str> = None;
-    for pair in pairs {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+    let mut value: Option<String> = None;
+    for (k, v) in pairs {
         if k != name || v.is_empty() {
             continue;
         }
-        match value {
+        match &value {
             None => value = Some(v),
-            Some(existing) if existing == v => {}
+            Some(existing) if *existing == v => {}
             Some(_) => return Err(AuthError::AmbiguousToken),
         }
     }
-    Ok(value.map(str::to_string))
+    Ok(value)
+}
+
+/// The query of a `:path` (never the fragment: it is not sent, and may hold a `?`).
+fn query_of(path: &str) -> &str {
+    let path = path.split('#').next().unwrap_or_default();
+    path.split_once('?').map_or("", |(_, q)| q)
+}
+
+/// Query pairs as servers read them: name and value percent-decoded (`access%5Ftoken` is
+/// `access_token` to the upstream, so it must be to us too), the value trimmed like a header's.
+fn query_pairs(path: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    query_of(path).split('&').map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k), percent_decode(v).trim().to_string())
+    })
+}
+
+/// Cookie pairs as servers read them (RFC 6265 §5.2): name and value trimmed.
+fn cookie_pairs(cookies: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    cookies.split(';').map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k.trim().to_string(), v.trim().to_string())
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = |j: usize| bytes.get(j).and_then(|c| (*c as char).to_digit(16));
+        match (b, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `:path` without the query parameter `name` (for `forward_token: false`).
 pub fn path_without_query_param(path: &str, name: &str) -> String {
-    let Some((base, rest)) = path.split_once('?') else {
-        return path.to_string();
+    let (before_fragment, fragment) = match path.split_once('#') {
+        Some((p, f)) => (p, Some(f)),
+        None => (path, None),
     };
-    let (query, fragment) = match rest.split_once('#') {
-        Some((q, f)) => (q, Some(f)),
-        None => (rest, None),
+    let Some((base, query)) = before_fragment.split_once('?') else {
+        return path.to_string();
     };
     let kept: Vec<&str> = query
         .split('&')
-        .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) != name)
+        .filter(|pair| percent_decode(pair.split_once('=').map_or(*pair, |(k, _)| k)) != name)
         .filter(|pair| !pair.is_empty())
         .collect();
     let mut out = base.to_string();
@@ -135,7 +179,7 @@ pub fn cookie_header_without(cookies: &str, name: &str) -> Option<String> {
     let kept: Vec<&str> = cookies
         .split(';')
         .map(str::trim)
-        .filter(|c| !c.is_empty() && c.split_once('=').map_or(*c, |(k, _)| k) != name)
+        .filter(|c| !c.is_empty() && c.split_once('=').map_or(*c, |(k, _)| k).trim() != name)
         .collect();
     (!kept.is_empty()).then(|| kept.join("; "))
 }
@@ -252,6 +296,48 @@ mod tests {
         assert_eq!(
             extract_token(&c, headers(&[("cookie", "t=a; t=b")])),
             Err(AuthError::AmbiguousToken)
+        );
+    }
+
+    #[test]
+    fn query_token_is_never_read_from_the_fragment() {
+        // fuzz/extract: "/x?t=a#f?t=b" -> removal -> "/x#f?t=b", where "b" was then found.
+        let q = vec![TokenSource::Query { name: "t".into() }];
+        let from = |path: &str| extract_token(&q, headers(&[(":path", path)])).map(|f| f.token);
+        assert_eq!(from("/x#f?t=b"), Err(AuthError::NoToken));
+        assert_eq!(from("/x?t=a#f?t=b"), Ok("a".into()));
+        let stripped = path_without_query_param("/x?t=a#f?t=b", "t");
+        assert_eq!(stripped, "/x#f?t=b");
+        assert_eq!(path_without_query_param(&stripped, "t"), stripped);
+        assert_eq!(from(&stripped), Err(AuthError::NoToken));
+    }
+
+    #[test]
+    fn cookie_and_query_names_are_read_as_upstreams_read_them() {
+        // fuzz/extract: the filter checked one token while an upstream that trims cookie
+        // names (RFC 6265 §5.2, Python, Django) or decodes query names reads another one.
+        let c = vec![TokenSource::Cookie { name: "jwt".into() }];
+        let cookie = |v: &str| extract_token(&c, headers(&[("cookie", v)])).map(|f| f.token);
+        assert_eq!(
+            cookie("jwt=a.b.c; jwt =x.y.z"),
+            Err(AuthError::AmbiguousToken)
+        );
+        assert_eq!(cookie("jwt= a.b.c "), Ok("a.b.c".into()));
+        assert_eq!(
+            cookie_header_without("jwt =x.y.z; a=1", "jwt"),
+            Some("a=1".into())
+        );
+        let q = vec![TokenSource::Query {
+            name: "access_token".into(),
+        }];
+        let query = |p: &str| extract_token(&q, headers(&[(":path", p)])).map(|f| f.token);
+        assert_eq!(
+            query("/x?access_token=a.b.c&access%5Ftoken=x.y.z"),
+            Err(AuthError::AmbiguousToken)
+        );
+        assert_eq!(
+            path_without_query_param("/x?access%5Ftoken=x.y.z&a=1", "access_token"),
+            "/x?a=1"
         );
     }
 

@@ -366,42 +366,25 @@ impl NormalizedPath {
 /// drops query and fragment, decodes percent-encoded unreserved characters (`%61` → `a`,
 /// `%2e` → `.`), merges repeated slashes and resolves `.` and `..` segments (RFC 3986 §5.2.4).
 /// Encoded slashes and backslashes are decoded too, but mark the path ambiguous.
+/// Decoding is repeated until nothing changes (`%%36%31` → `%61` → `a`): a path that needed
+/// more than one round was double-encoded, and is ambiguous too, because a proxy or server
+/// behind Envoy may decode it once more than Envoy did. The result is a fixed point:
+/// normalising it again changes nothing.
 pub fn normalize_path(raw: &str) -> NormalizedPath {
     let end = raw.find(['?', '#']).unwrap_or(raw.len());
     let raw = raw.get(..end).unwrap_or(raw);
     let mut ambiguous = raw.contains('\\');
-    let mut decoded = String::with_capacity(raw.len() + 1);
-    let bytes = raw.as_bytes();
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            if let (Some(h), Some(l)) = (
-                bytes.get(i + 1).and_then(|c| hex(*c)),
-                bytes.get(i + 2).and_then(|c| hex(*c)),
-            ) {
-                let c = h * 16 + l;
-                if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {
-                    decoded.push(c as char);
-                    i += 3;
-                    continue;
-                }
-                if c == b'/' || c == b'\\' {
-                    ambiguous = true;
-                    decoded.push('/');
-                    i += 3;
-                    continue;
-                }
-                // Other escapes stay as they are, with upper-case hex (one spelling only).
-                decoded.push('%');
-                decoded.push(upper_hex(h));
-                decoded.push(upper_hex(l));
-                i += 3;
-                continue;
-            }
+    let mut decoded = decode_once(raw.as_bytes(), &mut ambiguous);
+    loop {
+        let next = decode_once(&decoded, &mut ambiguous);
+        if next == decoded {
+            break;
         }
-        decoded.push(if b == b'\\' { '/' } else { char::from(b) });
-        i += 1;
+        ambiguous = true;
+        decoded = next;
     }
+    // Bytes of a `str` copied as they are, plus ASCII: valid UTF-8 (lossy never replaces).
+    let decoded = String::from_utf8_lossy(&decoded);
     // Resolve segments: empty and "." vanish, ".." pops (never above the root).
     let mut out: Vec<&str> = Vec::new();
     for seg in decoded.split('/') {
@@ -423,6 +406,38 @@ pub fn normalize_path(raw: &str) -> NormalizedPath {
         path.push('/');
     }
     NormalizedPath { path, ambiguous }
+}
+
+/// One round of percent-decoding: unreserved characters decoded, `%2F` and `%5C` (and `\`)
+/// become `/` and mark the path ambiguous, other escapes get upper-case hex. Every other byte,
+/// UTF-8 included, is kept as it is.
+fn decode_once(bytes: &[u8], ambiguous: &mut bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            if let (Some(h), Some(l)) = (
+                bytes.get(i + 1).and_then(|c| hex(*c)),
+                bytes.get(i + 2).and_then(|c| hex(*c)),
+            ) {
+                let c = h * 16 + l;
+                if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {
+                    out.push(c);
+                } else if c == b'/' || c == b'\\' {
+                    *ambiguous = true;
+                    out.push(b'/');
+                } else {
+                    // Other escapes stay as they are, with upper-case hex (one spelling only).
+                    out.extend_from_slice(&[b'%', upper_hex(h) as u8, upper_hex(l) as u8]);
+                }
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b == b'\\' { b'/' } else { b });
+        i += 1;
+    }
+    out
 }
 
 fn upper_hex(nibble: u8) -> char {
@@ -494,6 +509,42 @@ mod tests {
             assert!(n.ambiguous, "{raw}");
             assert_eq!(n.as_str(), "/admin/x", "{raw}");
         }
+    }
+
+    #[test]
+    fn normalize_path_is_idempotent_and_double_encoding_is_ambiguous() {
+        // fuzz/rules: "/%%36%31dmin" normalised to "/%61dmin", which normalises to "/admin".
+        for raw in [
+            "/%%36%31dmin",
+            "/public/%2%65%2%65/admin",
+            "/public/%%32%65%%32%65/admin",
+            "/%2%46x",
+            "/a%%33%66",
+        ] {
+            let once = normalize_path(raw);
+            assert_eq!(
+                normalize_path(once.as_str()).as_str(),
+                once.as_str(),
+                "{raw}"
+            );
+            assert!(once.ambiguous, "{raw}: double-encoded");
+        }
+        assert_eq!(normalize_path("/%%36%31dmin").as_str(), "/admin");
+        // Non-ASCII is kept as it is (it was re-encoded as Latin-1 on every pass).
+        let n = normalize_path("/caf\u{e9}/\u{1F600}");
+        assert_eq!(n.as_str(), "/caf\u{e9}/\u{1F600}");
+        assert_eq!(normalize_path(n.as_str()), n);
+    }
+
+    #[test]
+    fn double_encoded_traversal_gets_no_anonymous_access() {
+        // "/public/%2%65%2%65/admin" was "/public/%2e%2e/admin": under /public, allowed.
+        let public = rule(r#"{"match":{"prefix":"/public"},"allow":true}"#).unwrap();
+        assert!(!matches(&public, "GET", "/public/%2%65%2%65/admin"));
+        assert!(!matches(&public, "GET", "/public/%%32%65%%32%65/x"));
+        let admin =
+            rule(r#"{"match":{"prefix":"/admin"},"require":{"groups":["admins"]}}"#).unwrap();
+        assert!(matches(&admin, "GET", "/%%36%31dmin"));
     }
 
     #[test]

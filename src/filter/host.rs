@@ -33,10 +33,24 @@ pub fn jitter() -> u64 {
         })
 }
 
+/// A request header by lower-case name. Read as bytes: header values may carry obs-text
+/// (bytes 0x80-0xFF) that is not UTF-8, on which the SDK's string getter panics — one such
+/// request would take the VM down. Invalid bytes become U+FFFD, so a token carrying them is
+/// simply invalid.
 pub fn request_header(name: &str) -> Option<String> {
-    hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
+    map_value(MapType::HttpRequestHeaders, name)
+}
+
+/// A header of the JWKS callout's response (same reason as [`request_header`]).
+pub fn callout_response_header(name: &str) -> Option<String> {
+    map_value(MapType::HttpCallResponseHeaders, name)
+}
+
+fn map_value(map: MapType, name: &str) -> Option<String> {
+    hostcalls::get_map_value_bytes(map, name)
         .ok()
         .flatten()
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
 }
 
 pub fn set_request_header(name: &str, value: Option<&str>) {

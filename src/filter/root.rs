@@ -175,7 +175,7 @@ impl Root {
 
     fn on_jwks_response(&mut self, state: &SharedState, pool: usize, body_size: usize) {
         let now = now_ms();
-        let status = self.get_http_call_response_header(":status");
+        let status = host::callout_response_header(":status");
         let (max, name, shared) = {
             let s = state.borrow();
             let Some(slot) = s.pools.get(pool) else {
