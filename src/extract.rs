@@ -14,10 +14,11 @@ pub struct FoundToken {
 
 /// Reads every configured source in order. The same token in several sources is fine;
 /// different tokens are refused, because the upstream might read another one than we checked.
-/// `header` returns a request header by lower-case name (`:path` included).
+/// `header` returns every value of a request header by lower-case name (`:path` included):
+/// a header sent twice is two values, and a second value must not smuggle a second token.
 pub fn extract_token(
     sources: &[TokenSource],
-    header: impl Fn(&str) -> Option<String>,
+    header: impl Fn(&str) -> Vec<String>,
 ) -> Result<FoundToken, AuthError> {
     let mut found: Option<FoundToken> = None;
     for (index, source) in sources.iter().enumerate() {
@@ -40,25 +41,49 @@ pub fn extract_token(
 
 fn read_source(
     source: &TokenSource,
-    header: &impl Fn(&str) -> Option<String>,
+    header: &impl Fn(&str) -> Vec<String>,
 ) -> Result<Option<String>, AuthError> {
     match source {
-        TokenSource::Header { name } => Ok(header(name).and_then(|v| from_authorization(&v))),
-        TokenSource::HeaderWithPrefix { name, prefix } => Ok(header(name).and_then(|v| {
-            v.strip_prefix(prefix.as_str())
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_string)
-        })),
+        TokenSource::Header { name } => {
+            let tokens = header(name).iter().map(|v| from_authorization(v)).collect();
+            one_token(tokens)
+        }
+        TokenSource::HeaderWithPrefix { name, prefix } => {
+            let tokens = header(name)
+                .iter()
+                .map(|v| {
+                    v.strip_prefix(prefix.as_str())
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(str::to_string)
+                })
+                .collect();
+            one_token(tokens)
+        }
         TokenSource::Query { name } => {
-            let path = header(":path").unwrap_or_default();
+            let path = header(":path").into_iter().next().unwrap_or_default();
             single_value(query_pairs(&path), name)
         }
         TokenSource::Cookie { name } => {
-            let cookies = header("cookie").unwrap_or_default();
+            // Several cookie headers (HTTP/1.1 clients may send them) are one cookie list.
+            let cookies = header("cookie").join("; ");
             single_value(cookie_pairs(&cookies), name)
         }
     }
+}
+
+/// The token of a header sent once or several times: every value that holds a token must
+/// hold the same one.
+fn one_token(tokens: Vec<Option<String>>) -> Result<Option<String>, AuthError> {
+    let mut found: Option<String> = None;
+    for token in tokens.into_iter().flatten() {
+        match &found {
+            None => found = Some(token),
+            Some(t) if *t == token => {}
+            Some(_) => return Err(AuthError::AmbiguousToken),
+        }
+    }
+    Ok(found)
 }
 
 /// `Bearer <token>` (scheme in any case, RFC 6750) or a bare token (API Gateway REST accepts
@@ -187,14 +212,51 @@ pub fn cookie_header_without(cookies: &str, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
-    fn headers(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
+    fn headers(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Vec<String> {
+        let pairs: Vec<(String, String)> = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        move |name: &str| map.get(name).cloned()
+        move |name: &str| {
+            pairs
+                .iter()
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .collect()
+        }
+    }
+
+    #[test]
+    fn a_header_sent_twice_cannot_smuggle_a_second_token() {
+        let sources = vec![
+            TokenSource::Header {
+                name: "x-api-token".into(),
+            },
+            TokenSource::Cookie {
+                name: "id_token".into(),
+            },
+        ];
+        let twice = headers(&[("x-api-token", "a.b.c"), ("x-api-token", "x.y.z")]);
+        assert_eq!(
+            extract_token(&sources, twice),
+            Err(AuthError::AmbiguousToken)
+        );
+        let same = headers(&[("x-api-token", "a.b.c"), ("x-api-token", "Bearer a.b.c")]);
+        assert_eq!(
+            extract_token(&sources, same).map(|f| f.token),
+            Ok("a.b.c".into())
+        );
+        let cookies = headers(&[("cookie", "id_token=a.b.c"), ("cookie", "id_token=x.y.z")]);
+        assert_eq!(
+            extract_token(&sources, cookies),
+            Err(AuthError::AmbiguousToken)
+        );
+        let split = headers(&[("cookie", "theme=dark"), ("cookie", "id_token=a.b.c")]);
+        assert_eq!(
+            extract_token(&sources, split).map(|f| f.token),
+            Ok("a.b.c".into())
+        );
     }
 
     fn default_sources() -> Vec<TokenSource> {

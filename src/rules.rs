@@ -52,7 +52,11 @@ pub struct Requirement {
     pub groups_all: Vec<String>,
     /// Claim name and accepted values: the claim must hold one of them.
     pub claims: Vec<(String, Vec<String>)>,
+    /// `token_use` the rule names explicitly.
     pub token_use: Option<TokenUse>,
+    /// Scopes are required: a Cognito id token (which never has scopes) fails as the wrong
+    /// kind; tokens of a non-Cognito issuer (no `token_use`) are judged by their scopes.
+    pub scopes_imply_access: bool,
 }
 
 /// What a request offers to the matcher. Header lookups go through the host only for rules
@@ -280,7 +284,7 @@ fn compile_requirement(wire: WireRequire, path: &str) -> Result<Requirement, Con
         }
         claims.push((claim, values));
     }
-    let mut token_use = match wire.token_use.as_deref() {
+    let token_use = match wire.token_use.as_deref() {
         None => None,
         Some(u) => Some(TokenUse::parse(u).ok_or_else(|| {
             ConfigError::new(
@@ -289,15 +293,13 @@ fn compile_requirement(wire: WireRequire, path: &str) -> Result<Requirement, Con
             )
         })?),
     };
-    if !scopes_any.is_empty() || !scopes_all.is_empty() {
-        // Cognito puts OAuth scopes only in access tokens: requiring one implies an access token.
-        if token_use == Some(TokenUse::Id) {
-            return Err(ConfigError::new(
-                format!("{path}.token_use"),
-                "scopes are only in access tokens, so \"id\" can never satisfy this rule",
-            ));
-        }
-        token_use = Some(TokenUse::Access);
+    let scopes_imply_access = !scopes_any.is_empty() || !scopes_all.is_empty();
+    // Cognito puts OAuth scopes only in access tokens: requiring one implies an access token.
+    if scopes_imply_access && token_use == Some(TokenUse::Id) {
+        return Err(ConfigError::new(
+            format!("{path}.token_use"),
+            "scopes are only in access tokens, so \"id\" can never satisfy this rule",
+        ));
     }
     Ok(Requirement {
         scopes_any,
@@ -306,6 +308,7 @@ fn compile_requirement(wire: WireRequire, path: &str) -> Result<Requirement, Con
         groups_all,
         claims,
         token_use,
+        scopes_imply_access,
     })
 }
 
@@ -316,6 +319,9 @@ impl Requirement {
             if token.token_use() != Some(required) {
                 return Err(Failed::TokenUse);
             }
+        }
+        if self.scopes_imply_access && token.token_use() == Some(TokenUse::Id) {
+            return Err(Failed::TokenUse);
         }
         if !holds(token.scopes(), &self.scopes_any, &self.scopes_all) {
             return Err(Failed::Scopes);
@@ -388,6 +394,15 @@ pub fn normalize_path(raw: &str) -> NormalizedPath {
     // Resolve segments: empty and "." vanish, ".." pops (never above the root).
     let mut out: Vec<&str> = Vec::new();
     for seg in decoded.split('/') {
+        // Path parameters (`/admin;jsessionid=1`, `/..;/`) are cut off, as servlet containers
+        // and others do before routing; such a path is ambiguous (never anonymous).
+        let seg = match seg.split_once(';') {
+            Some((before, _)) => {
+                ambiguous = true;
+                before
+            }
+            None => seg,
+        };
         match seg {
             "" | "." => {}
             ".." => {
@@ -408,7 +423,7 @@ pub fn normalize_path(raw: &str) -> NormalizedPath {
     NormalizedPath { path, ambiguous }
 }
 
-/// One round of percent-decoding: unreserved characters decoded, `%2F` and `%5C` (and `\`)
+/// One round of percent-decoding: unreserved characters (and `%3B`, `;`) decoded, `%2F` and `%5C` (and `\`)
 /// become `/` and mark the path ambiguous, other escapes get upper-case hex. Every other byte,
 /// UTF-8 included, is kept as it is.
 fn decode_once(bytes: &[u8], ambiguous: &mut bool) -> Vec<u8> {
@@ -421,7 +436,7 @@ fn decode_once(bytes: &[u8], ambiguous: &mut bool) -> Vec<u8> {
                 bytes.get(i + 2).and_then(|c| hex(*c)),
             ) {
                 let c = h * 16 + l;
-                if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {
+                if c.is_ascii_alphanumeric() || b"-._~;".contains(&c) {
                     out.push(c);
                 } else if c == b'/' || c == b'\\' {
                     *ambiguous = true;
@@ -545,6 +560,25 @@ mod tests {
         let admin =
             rule(r#"{"match":{"prefix":"/admin"},"require":{"groups":["admins"]}}"#).unwrap();
         assert!(matches(&admin, "GET", "/%%36%31dmin"));
+    }
+
+    #[test]
+    fn path_parameters_are_cut_and_make_the_path_ambiguous() {
+        for (raw, want) in [
+            ("/admin;x=1", "/admin"),
+            ("/public/..;/admin", "/admin"),
+            ("/admin%3Bx", "/admin"),
+            ("/a;b/c", "/a/c"),
+        ] {
+            let n = normalize_path(raw);
+            assert_eq!(n.as_str(), want, "{raw}");
+            assert!(n.ambiguous, "{raw}");
+        }
+        let public = rule(r#"{"match":{"prefix":"/public"},"allow":true}"#).unwrap();
+        assert!(!matches(&public, "GET", "/public/..;/admin"));
+        assert!(!matches(&public, "GET", "/public;x/y"));
+        let admin = rule(r#"{"match":{"prefix":"/admin"},"require":{"groups":["admins"]}}"#).unwrap();
+        assert!(matches(&admin, "GET", "/admin;x=1"));
     }
 
     #[test]
@@ -730,6 +764,16 @@ mod tests {
         let mut id = access(&["api/read"], &[]);
         id.token_use = Some(TokenUse::Id);
         assert_eq!(r.check(&id), Err(Failed::TokenUse));
+    }
+
+    #[test]
+    fn scopes_of_a_non_cognito_token_count_without_token_use() {
+        let r = requirement(r#"{"scopes":["reports/read"]}"#);
+        let mut oidc = access(&["reports/read"], &[]);
+        oidc.token_use = None;
+        assert_eq!(r.check(&oidc), Ok(()));
+        let explicit = requirement(r#"{"token_use":"access"}"#);
+        assert_eq!(explicit.check(&oidc), Err(Failed::TokenUse));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::cognito::{client_candidates, TokenUse};
-use crate::config::Config;
+use crate::config::{Config, Pool};
 use crate::error::AuthError;
 use crate::jwks::{Algorithm, KeySet};
 use crate::rules::TokenFacts;
@@ -96,27 +96,47 @@ pub fn payload_segment(token: &str) -> Option<&str> {
     token.split('.').nth(1)
 }
 
+/// Why [`inspect`] refused a token, and the pool its `iss` named when it got that far (so
+/// that per-pool metrics and filter state can say which pool was targeted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub reason: AuthError,
+    pub pool: Option<usize>,
+}
+
+impl From<AuthError> for Rejected {
+    fn from(reason: AuthError) -> Self {
+        Rejected { reason, pool: None }
+    }
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.reason.fmt(f)
+    }
+}
+
 /// Step 1: every check that needs no key (and no clock).
-pub fn inspect<'t>(token: &'t str, config: &Config) -> Result<UnverifiedToken<'t>, AuthError> {
+pub fn inspect<'t>(token: &'t str, config: &Config) -> Result<UnverifiedToken<'t>, Rejected> {
     // Bounded before any decoding: a huge token costs nothing but this comparison.
     if token.len() > config.max_token_bytes {
-        return Err(AuthError::TokenTooLarge);
+        return Err(AuthError::TokenTooLarge.into());
     }
     let mut parts = token.split('.');
     let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(AuthError::Malformed);
+        return Err(AuthError::Malformed.into());
     };
     if signature_b64.is_empty() {
         // An empty signature is `alg: none` in disguise.
-        return Err(AuthError::Malformed);
+        return Err(AuthError::Malformed.into());
     }
     let header = decode_object(header_b64)?;
     let payload = decode_object(payload_b64)?;
     // Signature must at least be base64url; its bytes are checked by jwt-simple.
     if !signature_b64.bytes().all(is_base64url) {
-        return Err(AuthError::Malformed);
+        return Err(AuthError::Malformed.into());
     }
 
     let alg = header
@@ -127,13 +147,8 @@ pub fn inspect<'t>(token: &'t str, config: &Config) -> Result<UnverifiedToken<'t
     // `crit` names extensions we do not implement; RFC 7515 says such a token must be refused.
     // `b64: false` (RFC 7797) changes what is signed; it is only legal with `crit`.
     if header.contains_key("crit") || header.get("b64").is_some_and(|b| b != &Value::Bool(true)) {
-        return Err(AuthError::CriticalHeader);
+        return Err(AuthError::CriticalHeader.into());
     }
-    // `jku`, `x5u`, `jwk`, `x5c` are never read: keys come only from the pool's JWKS.
-    let kid = match header.get("kid") {
-        Some(Value::String(k)) if !k.is_empty() => k.clone(),
-        _ => return Err(AuthError::MissingKeyId),
-    };
 
     let pool_index = match payload.get("iss") {
         Some(Value::String(iss)) => config.pool_for_issuer(iss),
@@ -144,11 +159,45 @@ pub fn inspect<'t>(token: &'t str, config: &Config) -> Result<UnverifiedToken<'t
         .pools
         .get(pool_index)
         .ok_or(AuthError::UnknownIssuer)?;
+    let in_pool = |reason: AuthError| Rejected {
+        reason,
+        pool: Some(pool_index),
+    };
 
-    // Types now; values after the signature (see the module docs).
-    let exp = timestamp(&payload, "exp")?.ok_or(AuthError::MissingExpiry)?;
-    let nbf = timestamp(&payload, "nbf")?;
-    let iat = timestamp(&payload, "iat")?;
+    // `jku`, `x5u`, `jwk`, `x5c` are never read: keys come only from the pool's JWKS.
+    let kid = match header.get("kid") {
+        Some(Value::String(k)) if !k.is_empty() => k.clone(),
+        _ => return Err(in_pool(AuthError::MissingKeyId)),
+    };
+    let claims = pool_claims(&payload, pool).map_err(in_pool)?;
+
+    Ok(UnverifiedToken {
+        token,
+        pool: pool_index,
+        alg,
+        kid,
+        exp: claims.exp,
+        nbf: claims.nbf,
+        iat: claims.iat,
+        token_use: claims.token_use,
+        claims: payload,
+    })
+}
+
+/// What [`pool_claims`] extracts.
+struct PoolClaims {
+    exp: u64,
+    nbf: Option<u64>,
+    iat: Option<u64>,
+    token_use: Option<TokenUse>,
+}
+
+/// The claim checks that need the pool but no key: time claim types (their values are
+/// checked after the signature, see the module docs), `token_use`, the client, claim types.
+fn pool_claims(payload: &Map<String, Value>, pool: &Pool) -> Result<PoolClaims, AuthError> {
+    let exp = timestamp(payload, "exp")?.ok_or(AuthError::MissingExpiry)?;
+    let nbf = timestamp(payload, "nbf")?;
+    let iat = timestamp(payload, "iat")?;
 
     let token_use = match pool.token_use {
         None => None,
@@ -164,7 +213,7 @@ pub fn inspect<'t>(token: &'t str, config: &Config) -> Result<UnverifiedToken<'t
             Some(use_)
         }
     };
-    let clients = client_candidates(&payload, token_use).map_err(AuthError::ClaimType)?;
+    let clients = client_candidates(payload, token_use).map_err(AuthError::ClaimType)?;
     if !pool.client_ids.is_empty()
         && !clients
             .iter()
@@ -172,18 +221,12 @@ pub fn inspect<'t>(token: &'t str, config: &Config) -> Result<UnverifiedToken<'t
     {
         return Err(AuthError::ClientNotAllowed);
     }
-    check_claim_types(&payload)?;
-
-    Ok(UnverifiedToken {
-        token,
-        pool: pool_index,
-        alg,
-        kid,
+    check_claim_types(payload)?;
+    Ok(PoolClaims {
         exp,
         nbf,
         iat,
         token_use,
-        claims: payload,
     })
 }
 
@@ -468,7 +511,7 @@ mod tests {
 
     fn check_at(token: &str, now: u64) -> Result<VerifiedToken, AuthError> {
         let c = config();
-        let u = inspect(token, &c)?;
+        let u = inspect(token, &c).map_err(|e| e.reason)?;
         verify_signature(u, &keys(), &c, now, &NoHostCrypto)
     }
 
@@ -609,7 +652,23 @@ mod tests {
             access: true,
         });
         let t = sign(&id_header(), &id_payload());
-        assert_eq!(inspect(&t, &c).err(), Some(AuthError::TokenUseNotAllowed));
+        assert_eq!(
+            inspect(&t, &c).err().map(|e| e.reason),
+            Some(AuthError::TokenUseNotAllowed)
+        );
+    }
+
+    #[test]
+    fn refusals_after_the_issuer_name_the_pool() {
+        let c = config();
+        let t = sign(&id_header(), &with(id_payload(), "aud", json!("other")));
+        let e = inspect(&t, &c).err().unwrap();
+        assert_eq!((e.reason, e.pool), (AuthError::ClientNotAllowed, Some(0)));
+        let t = sign(
+            &id_header(),
+            &with(id_payload(), "iss", json!("https://elsewhere")),
+        );
+        assert_eq!(inspect(&t, &c).err().unwrap().pool, None);
     }
 
     #[test]
@@ -752,7 +811,10 @@ mod tests {
             b64(&id_header()),
             URL_SAFE_NO_PAD.encode(nested)
         );
-        assert_eq!(inspect(&t, &c).err(), Some(AuthError::Malformed));
+        assert_eq!(
+            inspect(&t, &c).err().map(|e| e.reason),
+            Some(AuthError::Malformed)
+        );
     }
 
     #[test]
@@ -772,9 +834,12 @@ mod tests {
         c.max_token_bytes = 300;
         let t = sign(&id_header(), &id_payload());
         assert!(t.len() > 300);
-        assert_eq!(inspect(&t, &c).err(), Some(AuthError::TokenTooLarge));
         assert_eq!(
-            inspect(&"a".repeat(1 << 20), &c).err(),
+            inspect(&t, &c).err().map(|e| e.reason),
+            Some(AuthError::TokenTooLarge)
+        );
+        assert_eq!(
+            inspect(&"a".repeat(1 << 20), &c).err().map(|e| e.reason),
             Some(AuthError::TokenTooLarge)
         );
     }

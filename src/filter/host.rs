@@ -41,6 +41,21 @@ pub fn request_header(name: &str) -> Option<String> {
     map_value(MapType::HttpRequestHeaders, name)
 }
 
+/// Every value of a request header sent once or several times. Envoy joins repeated
+/// `authorization` headers itself (an inline header), and `:path` is single; any other
+/// header may arrive several times, and each value counts.
+pub fn request_header_values(name: &str) -> Vec<String> {
+    if name == "authorization" || name.starts_with(':') {
+        return request_header(name).into_iter().collect();
+    }
+    hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(key, _)| key == name)
+        .map(|(_, value)| String::from_utf8_lossy(&value).into_owned())
+        .collect()
+}
+
 /// A header of the JWKS callout's response (same reason as [`request_header`]).
 pub fn callout_response_header(name: &str) -> Option<String> {
     map_value(MapType::HttpCallResponseHeaders, name)

@@ -9,7 +9,9 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
-use super::host::{self, property, request_header, set_property, set_request_header};
+use super::host::{
+    self, property, request_header, request_header_values, set_property, set_request_header,
+};
 use super::{SharedState, Verified, Waiter};
 use crate::config::{Config, CorsPreflight, Mode, TokenSource};
 use crate::decision::{self, cors_headers, local_reply};
@@ -19,7 +21,7 @@ use crate::identity::claim_headers;
 use crate::keys::Availability;
 use crate::metrics::Counter;
 use crate::rules::{first_match, normalize_path, RequestFacts, Requirement, RuleAction};
-use crate::verify::{inspect, payload_segment, verify_signature};
+use crate::verify::{inspect, payload_segment, verify_signature, VerifiedToken};
 
 /// Tick while requests wait for keys: bounds how late a deadline or a due refetch is seen.
 pub const BUSY_TICK: Duration = Duration::from_millis(50);
@@ -33,6 +35,7 @@ const ANY_VALID_TOKEN: Requirement = Requirement {
     groups_all: Vec::new(),
     claims: Vec::new(),
     token_use: None,
+    scopes_imply_access: false,
 };
 
 pub struct Filter {
@@ -128,24 +131,26 @@ pub fn authorize(state: &SharedState, request: Request) -> Action {
     {
         return anonymous(&config, decision::REASON_CORS_PREFLIGHT);
     }
-    let found = match extract_token(&config.token_sources, request_header) {
+    let found = match extract_token(&config.token_sources, request_header_values) {
         Ok(found) => found,
-        Err(e) => return refuse(state, &config, &e, None, requirement, 0),
+        Err(e) => return refuse(state, &config, &e, None, None, requirement, 0),
     };
     let verified = match verify(state, &config, &found.token, request) {
         Step::Verified(v) => v,
         Step::Wait => return Action::Pause,
         Step::Refused(e, pool, retry_after) => {
-            return refuse(state, &config, &e, pool, requirement, retry_after)
+            return refuse(state, &config, &e, pool, None, requirement, retry_after)
         }
     };
     let pool = Some(verified.token.pool);
     if let Err(failed) = requirement.check(&verified.token) {
+        let error = AuthError::RequirementNotMet(failed);
         return refuse(
             state,
             &config,
-            &AuthError::RequirementNotMet(failed),
+            &error,
             pool,
+            Some(&verified.token),
             requirement,
             0,
         );
@@ -190,7 +195,7 @@ fn verify(state: &SharedState, config: &Config, token: &str, request: Request) -
 
     let unverified = match inspect(token, config) {
         Ok(u) => u,
-        Err(e) => return Step::Refused(e, None, 0),
+        Err(rejected) => return Step::Refused(rejected.reason, rejected.pool, 0),
     };
     let pool = unverified.pool;
     if s.pools
@@ -282,11 +287,13 @@ fn pool_name(config: &Config, pool: Option<usize>) -> &str {
         .map_or("-", |p| p.name.as_str())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn refuse(
     state: &SharedState,
     config: &Config,
     error: &AuthError,
     pool: Option<usize>,
+    token: Option<&VerifiedToken>,
     requirement: &Requirement,
     retry_after: u64,
 ) -> Action {
@@ -300,6 +307,10 @@ fn refuse(
     set_property(property::REASON, refusal.reason());
     if let Some(p) = pool.and_then(|p| config.pools.get(p)) {
         set_property(property::POOL, &p.name);
+    }
+    // A 403 comes after a verified token: who was refused is known, and logged.
+    if let Some(token) = token {
+        publish_identity(token);
     }
     if config.mode == Mode::Report {
         set_property(property::DECISION, "report");
@@ -356,16 +367,21 @@ fn allow(state: &SharedState, config: &Config, found: &FoundToken, verified: &Ve
     if let Some(p) = config.pools.get(token.pool) {
         set_property(property::POOL, &p.name);
     }
+    publish_identity(token);
+    if config.mode == Mode::Report {
+        set_request_header(DECISION_HEADER, Some(decision::REASON_ALLOWED));
+    }
+    Action::Continue
+}
+
+/// The verified token's subject and client, as filter state.
+fn publish_identity(token: &VerifiedToken) {
     if let Some(sub) = token.sub() {
         set_property(property::SUB, sub);
     }
     if let Some(client) = token.client_id() {
         set_property(property::CLIENT_ID, client);
     }
-    if config.mode == Mode::Report {
-        set_request_header(DECISION_HEADER, Some(decision::REASON_ALLOWED));
-    }
-    Action::Continue
 }
 
 /// `forward_token: false`: the upstream never sees the token, wherever it came from.
@@ -385,7 +401,7 @@ fn remove_token(config: &Config, found: &FoundToken) {
                 }
             }
             TokenSource::Cookie { name } => {
-                let cookies = request_header("cookie").unwrap_or_default();
+                let cookies = request_header_values("cookie").join("; ");
                 set_request_header("cookie", cookie_header_without(&cookies, name).as_deref());
             }
         }

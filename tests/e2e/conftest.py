@@ -224,3 +224,44 @@ def pytest_runtest_makereport(item, call):
         excerpt = "\n".join(lines[-150:])
         title = f"Envoy {envoy.name} log during the test ({envoy.log_path})"
         report.sections.append((title, excerpt))
+
+
+# --- one Envoy per module with a configuration of the module's own -------------------------
+
+
+@pytest.fixture(scope="module")
+def module_envoys(envoy_bin, wasm_path, upstream, tmp_path_factory):
+    """start(filter_config, clusters, hcm_overrides=None, access_log=None, name=None) → a
+    ready Envoy that lives until the end of the module (for modules that need their own
+    filter configuration or HCM settings, without paying one Envoy per test)."""
+    started: list[Envoy] = []
+    workdir = tmp_path_factory.mktemp("module-envoys")
+
+    def start(
+        filter_config,
+        clusters: dict[str, int],
+        hcm_overrides: dict | None = None,
+        access_log: list[dict] | None = None,
+        name: str | None = None,
+    ) -> Envoy:
+        name = name or f"envoy{len(started)}"
+        envoy = Envoy(
+            envoy_bin,
+            authorizer_bootstrap(
+                wasm_path,
+                filter_config,
+                upstream.port,
+                clusters,
+                hcm_overrides=hcm_overrides,
+                access_log=access_log,
+            ),
+            workdir,
+            name,
+        )
+        _LIVE_ENVOYS.append(envoy)
+        started.append(envoy)
+        return envoy.wait_ready()
+
+    yield start
+    for envoy in started:
+        _stop(envoy)

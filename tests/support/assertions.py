@@ -80,3 +80,19 @@ class Outcomes:
         after = self.envoy.counters()
         deltas = {n: after.get(n, 0) - self.before.get(n, 0) for n in OUTCOME_COUNTERS}
         return {n: d for n, d in deltas.items() if d}
+
+
+FORBIDDEN = b'{"message":"Forbidden"}'
+
+
+def challenge_forbidden(scope: str | None = None) -> str:
+    """The 403 challenge: `scope` (the rule's required scopes, space-joined) only when the
+    rule requires scopes."""
+    base = f'Bearer realm="{REALM}", error="insufficient_scope"'
+    return base if scope is None else f'{base}, scope="{scope}"'
+
+
+def assert_forbidden(resp: Response, upstream: EchoUpstream, scope: str | None = None) -> None:
+    """403 for a valid token that misses the route's requirement."""
+    _local_reply(resp, upstream, 403, FORBIDDEN)
+    assert resp.header("www-authenticate") == challenge_forbidden(scope), resp.describe()

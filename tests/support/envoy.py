@@ -83,10 +83,20 @@ def static_cluster(name: str, port: int, connect_timeout: str = "1s") -> dict:
     }
 
 
-def bootstrap(http_filters: list[dict], upstream_port: int, clusters: dict[str, int]) -> dict:
+def bootstrap(
+    http_filters: list[dict],
+    upstream_port: int,
+    clusters: dict[str, int],
+    *,
+    hcm_overrides: dict | None = None,
+    access_log: list[dict] | None = None,
+) -> dict:
     """One listener (any port) routing everything to cluster `upstream`, admin on any port.
 
-    `clusters` are the extra clusters (name → port on 127.0.0.1), e.g. the JWKS ones."""
+    `clusters` are the extra clusters (name → port on 127.0.0.1), e.g. the JWKS ones.
+    `hcm_overrides` replaces keys of the HTTP connection manager (a value of None removes
+    the key, e.g. to get Envoy's default path handling); `access_log` is the HCM's
+    `access_log` list."""
     hcm = {
         "@type": HCM_TYPE,
         "stat_prefix": "api",
@@ -104,6 +114,13 @@ def bootstrap(http_filters: list[dict], upstream_port: int, clusters: dict[str, 
         },
         "http_filters": [*http_filters, ROUTER],
     }
+    for key, value in (hcm_overrides or {}).items():
+        if value is None:
+            hcm.pop(key, None)
+        else:
+            hcm[key] = value
+    if access_log is not None:
+        hcm["access_log"] = access_log
     return {
         "admin": {"address": {"socket_address": {"address": LOOPBACK, "port_value": 0}}},
         "static_resources": {
@@ -132,9 +149,21 @@ def bootstrap(http_filters: list[dict], upstream_port: int, clusters: dict[str, 
 
 
 def authorizer_bootstrap(
-    wasm_path: str, filter_config: dict | str, upstream_port: int, jwks_clusters: dict[str, int]
+    wasm_path: str,
+    filter_config: dict | str,
+    upstream_port: int,
+    jwks_clusters: dict[str, int],
+    *,
+    hcm_overrides: dict | None = None,
+    access_log: list[dict] | None = None,
 ) -> dict:
-    return bootstrap([wasm_filter(wasm_path, filter_config)], upstream_port, jwks_clusters)
+    return bootstrap(
+        [wasm_filter(wasm_path, filter_config)],
+        upstream_port,
+        jwks_clusters,
+        hcm_overrides=hcm_overrides,
+        access_log=access_log,
+    )
 
 
 # --- the process -------------------------------------------------------------------------

@@ -18,6 +18,9 @@ class ReceivedRequest:
     method: str
     path: str
     headers: list[tuple[str, str]]  # in arrival order, names lower-cased, duplicates kept
+    # The request target exactly as it arrived: `path` is http.server's, which collapses a
+    # leading `//` into `/` (gh-87389).
+    raw_path: str | None = None
 
     def header_values(self, name: str) -> list[str]:
         """Every value of header `name` (case-insensitive); [] when absent."""
@@ -46,6 +49,7 @@ class EchoUpstream:
                     method=self.command,
                     path=self.path,
                     headers=[(k.lower(), v) for k, v in self.headers.items()],
+                    raw_path=_request_target(self.requestline),
                 )
                 with upstream._lock:
                     upstream._requests.append(received)
@@ -79,3 +83,9 @@ class EchoUpstream:
 
     def stop(self) -> None:
         self._server.stop()
+
+
+def _request_target(request_line: str) -> str | None:
+    """`GET /a//b HTTP/1.1` → `/a//b`."""
+    parts = request_line.split(" ")
+    return parts[1] if len(parts) == 3 else None
