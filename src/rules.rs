@@ -577,7 +577,8 @@ mod tests {
         let public = rule(r#"{"match":{"prefix":"/public"},"allow":true}"#).unwrap();
         assert!(!matches(&public, "GET", "/public/..;/admin"));
         assert!(!matches(&public, "GET", "/public;x/y"));
-        let admin = rule(r#"{"match":{"prefix":"/admin"},"require":{"groups":["admins"]}}"#).unwrap();
+        let admin =
+            rule(r#"{"match":{"prefix":"/admin"},"require":{"groups":["admins"]}}"#).unwrap();
         assert!(matches(&admin, "GET", "/admin;x=1"));
     }
 
