@@ -7,6 +7,7 @@ import pytest
 
 from support import tokens as tk
 from support.assertions import Outcomes, assert_allowed, assert_invalid
+from support.polling import wait_until
 from support.authorizer_config import (
     ACCESS_ONLY_ISSUER,
     TEST_CLIENT,
@@ -44,6 +45,13 @@ def without_iss_token(signing_key) -> str:
 def test_token_from_unconfigured_issuer_is_invalid_without_any_key_fetch(
     authorizer, upstream, jwks, unconfigured_issuer_token
 ):
+    # The module's Envoy fetches the test pool's keys once at start: let that happen first
+    # (on a busy machine it may still be under way when the first test of the module runs).
+    wait_until(
+        lambda: authorizer.pool_counter("test", "jwks_fetch_ok") >= 1,
+        10,
+        "the first fetch of the test pool's keys",
+    )
     fetches_before = jwks.hits()
     outcomes = Outcomes(authorizer)
 
