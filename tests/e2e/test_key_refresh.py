@@ -100,4 +100,4 @@ def test_one_fetch_per_refresh_for_the_whole_process(start_envoy, jwks, signing_
     periods = time.monotonic() - first
     fetched = jwks.hits(PATH) - start_hits
     # 3 VMs (main + 2 workers) share one lease: about one fetch per period, never one per VM.
-    assert 3 <= fetched <= int(periods) + 1, (fetched, periods)
+    assert 1 <= fetched <= int(periods) + 1, (fetched, periods)
