@@ -13,6 +13,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jwt_simple::prelude::{Duration, UnixTimeStamp, VerificationOptions};
+use jwt_simple::token::Token;
 use serde::de::{Deserializer, Error as _, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -169,6 +170,12 @@ pub fn inspect<'t>(token: &'t str, config: &Config) -> Result<UnverifiedToken<'t
         Some(Value::String(k)) if !k.is_empty() => k.clone(),
         _ => return Err(in_pool(AuthError::MissingKeyId)),
     };
+    // One header policy whichever backend checks the signature: jwt-simple's (typed JOSE
+    // members, `typ` JWT-like, no `salt`), which host-verified tokens would otherwise skip —
+    // without this, `typ: "JOSE"` would pass for RS256 by host and fail for PS256.
+    if !jwt_header_acceptable(token, &header) {
+        return Err(in_pool(AuthError::Malformed));
+    }
     let claims = pool_claims(&payload, pool).map_err(in_pool)?;
 
     Ok(UnverifiedToken {
@@ -182,6 +189,20 @@ pub fn inspect<'t>(token: &'t str, config: &Config) -> Result<UnverifiedToken<'t
         token_use: claims.token_use,
         claims: payload,
     })
+}
+
+/// jwt-simple's header rules: its typed header parses, `typ` (when present) is `JWT` or ends
+/// in `+JWT`, and there is no `salt` (it is for HMAC-derived keys only).
+fn jwt_header_acceptable(token: &str, header: &Map<String, Value>) -> bool {
+    let typ_ok = match header.get("typ") {
+        None => true,
+        Some(Value::String(t)) => {
+            let t = t.to_ascii_uppercase();
+            t == "JWT" || t.ends_with("+JWT")
+        }
+        Some(_) => false,
+    };
+    typ_ok && !header.contains_key("salt") && Token::decode_metadata(token).is_ok()
 }
 
 /// What [`pool_claims`] extracts.
@@ -745,6 +766,26 @@ mod tests {
             &id_payload(),
         );
         assert_eq!(check(&t), Err(AuthError::CriticalHeader));
+    }
+
+    #[test]
+    fn headers_jwt_simple_would_refuse_are_refused_for_every_backend() {
+        for header in [
+            json!({"kid": "kid-1", "alg": "RS256", "typ": "JOSE"}),
+            json!({"kid": "kid-1", "alg": "RS256", "typ": 1}),
+            json!({"kid": "kid-1", "alg": "RS256", "x5c": [1]}),
+            json!({"kid": "kid-1", "alg": "RS256", "jku": 1}),
+            json!({"kid": "kid-1", "alg": "RS256", "salt": "AAAA"}),
+            json!({"kid": "kid-1", "alg": "RS256", "jwk": {"kty": "RSA"}}),
+        ] {
+            let t = sign(&header, &id_payload());
+            assert_eq!(check(&t), Err(AuthError::Malformed), "{header}");
+        }
+        let t = sign(
+            &json!({"kid": "kid-1", "alg": "RS256", "typ": "at+jwt"}),
+            &id_payload(),
+        );
+        assert!(check(&t).is_ok());
     }
 
     #[test]

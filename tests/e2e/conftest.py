@@ -265,3 +265,29 @@ def module_envoys(envoy_bin, wasm_path, upstream, tmp_path_factory):
     yield start
     for envoy in started:
         _stop(envoy)
+
+
+# --- whole bootstraps built by a test module ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bootstrap_envoys(envoy_bin, tmp_path_factory):
+    """start(bootstrap, name=None, concurrency=2, wait=True) → an Envoy running a whole
+    bootstrap the test module built (several listeners, jwt_authn next to the filter,
+    another failure_policy, the fault-injection module...). Its log goes into failure
+    reports like the others'; it is stopped at the end of the module (or by `_stop`)."""
+    started: list[Envoy] = []
+    workdir = tmp_path_factory.mktemp("bootstrap-envoys")
+
+    def start(bootstrap: dict, name: str | None = None, concurrency: int = 2,
+              wait: bool = True) -> Envoy:  # fmt: skip
+        name = name or f"envoy{len(started)}"
+        envoy = Envoy(envoy_bin, bootstrap, workdir, name, concurrency=concurrency)
+        _LIVE_ENVOYS.append(envoy)
+        started.append(envoy)
+        return envoy.wait_ready() if wait else envoy
+
+    start.stop = _stop  # type: ignore[attr-defined]
+    yield start
+    for envoy in started:
+        _stop(envoy)

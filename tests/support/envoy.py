@@ -11,6 +11,8 @@ import contextlib
 import json
 import os
 import random
+import re
+import time
 from pathlib import Path
 
 from .client import Response, request
@@ -178,7 +180,14 @@ class Envoy:
     as a dict; a Path is used as it is), `<name>.log` (its log), `<name>.out` (stdout and
     stderr)."""
 
-    def __init__(self, envoy_bin: str, config: dict | Path, workdir: Path, name: str = "envoy"):
+    def __init__(
+        self,
+        envoy_bin: str,
+        config: dict | Path,
+        workdir: Path,
+        name: str = "envoy",
+        concurrency: int = 2,
+    ):
         workdir.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.log_path = workdir / f"{name}.log"
@@ -195,7 +204,7 @@ class Envoy:
         argv = [
             envoy_bin,
             "-c", str(self.config_path),
-            "--concurrency", "2",
+            "--concurrency", str(concurrency),
             "--disable-hot-restart",
             # Unique per process even with hot restart off: other Envoys on the machine
             # (a `make run` demo, the bench) may not disable it.
@@ -339,3 +348,31 @@ class Envoy:
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_text()[-chars:]
+
+
+# --- the filter's refusal reasons, from its debug log ---------------------------------------
+
+REFUSAL_LINE = re.compile(r"refused: reason=(\S+)")
+
+
+def settled_log_size(envoy: Envoy, quiet: float = 0.15) -> int:
+    """The log's size once Envoy has written out what earlier requests logged (it flushes
+    every 50 ms): a mark taken now does not catch lines of requests already answered."""
+    previous = -1
+    while True:
+        size = envoy.log_size()
+        if size == previous:
+            return size
+        previous = size
+        time.sleep(quiet)
+
+
+def refusal_reasons_since(envoy: Envoy, mark: int, count: int, timeout: float = 10.0) -> list[str]:
+    """The `reason=` of the filter's refusal log lines after `mark`, once there are `count`
+    of them (the filter logs one line per refused request, at debug level)."""
+
+    def probe() -> list[str] | None:
+        found = REFUSAL_LINE.findall(envoy.log_since(mark))
+        return found[:count] if len(found) >= count else None
+
+    return wait_until(probe, timeout, f"{count} refusal line(s) in Envoy {envoy.name}'s log")

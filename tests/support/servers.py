@@ -12,6 +12,8 @@ class QuietHandler(BaseHTTPRequestHandler):
     """HTTP/1.1 with keep-alive (as Envoy's upstream connections expect), no stderr noise."""
 
     protocol_version = "HTTP/1.1"
+    # Replies go out in two writes: without this, Nagle + delayed ACK add ~40 ms to each.
+    disable_nagle_algorithm = True
 
     def log_message(self, format, *args):  # noqa: A002 (the base class's signature)
         pass
