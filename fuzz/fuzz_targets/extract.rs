@@ -46,12 +46,14 @@ fn sources() -> &'static [TokenSource] {
     })
 }
 
-fn lookup<'a>(headers: &'a [(&'static str, String)]) -> impl Fn(&str) -> Option<String> + 'a {
+/// Every value of a header (the filter reads repeated headers as several values).
+fn lookup<'a>(headers: &'a [(&'static str, String)]) -> impl Fn(&str) -> Vec<String> + 'a {
     move |name: &str| {
         headers
             .iter()
-            .find(|(n, _)| *n == name)
+            .filter(|(n, _)| *n == name)
             .map(|(_, v)| v.clone())
+            .collect()
     }
 }
 
@@ -152,8 +154,8 @@ fuzz_target!(|data: &[u8]| {
             let verifiable = t
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-            let path = lookup(&headers)(":path").unwrap_or_default();
-            let cookie = lookup(&headers)("cookie").unwrap_or_default();
+            let path = lookup(&headers)(":path").into_iter().next().unwrap_or_default();
+            let cookie = lookup(&headers)("cookie").join("; ");
             for v in upstream_query_values(&path, QUERY)
                 .into_iter()
                 .chain(upstream_cookie_values(&cookie, COOKIE))

@@ -141,8 +141,9 @@ fuzz_target!(|data: &[u8]| {
         Ok(u) => u,
         Err(e) => {
             // Every refusal maps to a reply class and a name (decision.rs relies on both).
-            let _ = e.refusal();
-            assert!(!e.name().is_empty());
+            let _ = e.reason.refusal();
+            assert!(!e.reason.name().is_empty());
+            assert!(e.pool.is_none_or(|p| p < f.config.pools.len()));
             return;
         }
     };
