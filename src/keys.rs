@@ -78,6 +78,17 @@ impl FetchSchedule {
             .is_some_and(|since| now_ms < since.saturating_add(timing.lease_ms()))
     }
 
+    /// A configuration (re)load with a shorter refresh period than the one that scheduled the
+    /// next fetch: bring it forward. True when the schedule changed.
+    pub fn fit_refresh(&mut self, now_ms: u64, timing: &KeyTiming) -> bool {
+        let latest = now_ms.saturating_add(timing.refresh_ms);
+        if self.next_fetch_ms > latest {
+            self.next_fetch_ms = latest;
+            return true;
+        }
+        false
+    }
+
     /// The VM holding the lease went away without an answer: due again at once.
     pub fn lease_abandoned(&mut self) {
         self.in_flight_since_ms = None;
@@ -254,7 +265,9 @@ impl PoolKeys {
             }
         }
         let s = &self.schedule;
-        if s.in_flight(now_ms, timing) || (s.failures == 0 && self.keys.is_none()) {
+        // Nothing failed yet (first fetch, or a refresh not yet run — e.g. right after a
+        // reload that shortened the periods): keys are coming, not unobtainable.
+        if s.in_flight(now_ms, timing) || s.failures == 0 {
             return Availability::Wait;
         }
         let retry_after_ms = s.next_fetch_ms.saturating_sub(now_ms);
@@ -361,6 +374,14 @@ mod tests {
     }
 
     #[test]
+    fn keys_too_old_without_any_failure_wait_for_the_refresh_instead_of_503() {
+        let mut p = PoolKeys::new();
+        fetch_ok(&mut p, some_keys(), 0);
+        let late = T.refresh_ms + T.max_stale_ms + 1;
+        assert_eq!(p.availability(late, &T), Availability::Wait);
+    }
+
+    #[test]
     fn a_refresh_replaces_the_whole_set() {
         let mut p = PoolKeys::new();
         fetch_ok(&mut p, some_keys(), 0);
@@ -403,6 +424,21 @@ mod tests {
         assert!(!s.refetch_for_unknown_kid(2_000, &T));
         assert!(!s.fetch_due(2_000, &T));
         assert!(s.refetch_for_unknown_kid(11_000, &T));
+    }
+
+    #[test]
+    fn a_shorter_refresh_after_a_reload_brings_the_next_fetch_forward() {
+        let mut s = FetchSchedule::default();
+        s.fetch_started(0);
+        s.fetch_succeeded(0, &T);
+        let short = KeyTiming {
+            refresh_ms: 1_000,
+            ..T
+        };
+        assert!(s.fit_refresh(10, &short));
+        assert_eq!(s.next_fetch_ms, 1_010);
+        assert!(!s.fit_refresh(20, &short));
+        assert!(!s.fit_refresh(20, &T));
     }
 
     #[test]

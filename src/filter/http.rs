@@ -198,11 +198,10 @@ fn verify(state: &SharedState, config: &Config, token: &str, request: Request) -
         Err(rejected) => return Step::Refused(rejected.reason, rejected.pool, 0),
     };
     let pool = unverified.pool;
-    if s.pools
-        .get(pool)
-        .is_some_and(|slot| slot.keys.keys().is_none())
-    {
-        // Another worker may have published keys since the last tick: no need to wait for it.
+    let keys_here = s.pools.get(pool).and_then(|slot| slot.keys.keys());
+    if keys_here.is_none_or(|keys| keys.get(&unverified.kid).is_none()) {
+        // No keys yet, or not this kid: another worker may have published a newer set since
+        // this one's last tick (e.g. the refetch that found a rotated key). Use it now.
         s.sync_pool(pool);
     }
     let Some(slot) = s.pools.get_mut(pool) else {

@@ -370,6 +370,12 @@ impl RootContext for Root {
         self.fetches.clear();
         // Keys another worker (or this VM before a reload) published are used at once; a
         // first fetch starts now, not on the first request or tick: cold start is one round trip.
+        // After a reload with a shorter refresh period, the shared schedule (kept across
+        // reloads with the keys) must not wait for the old, longer one.
+        let (now, timing) = (now_ms(), state.borrow().timing);
+        for slot in state.borrow().pools.iter() {
+            let _ = slot.shared.update(|s| s.fit_refresh(now, &timing));
+        }
         self.sync_pools(&state);
         self.ticked = false;
         self.set_tick_period(FIRST_TICK);

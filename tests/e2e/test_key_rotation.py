@@ -1,0 +1,212 @@
+"""Issue 4, rotation: the pool rotates its signing key the way Cognito does (publish the
+new key next to the old one, sign with the new one, later withdraw the old one), seen end
+to end with the JWKS server's fetch count at every step.
+
+test_key_loading covers "a new kid is picked up by one refetch" and test_key_refresh "a
+refresh that drops a key refuses tokens cached with it"; here is the whole rotation as one
+story with exact counts, proof that the old token really was answered from the cache before
+the drop, and a kid whose key material changes under the same name."""
+
+from __future__ import annotations
+
+import time
+
+from support import tokens as tk
+from support.assertions import assert_allowed, assert_invalid
+from support.authorizer_config import TEST_POOL, jwks_path, self_minted_only_config
+from support.key_lifecycle import (
+    IDLE_TICK,
+    SLACK,
+    bearer,
+    fetches_since,
+    id_token,
+    wait_for_answered_fetch,
+    worker_connections,
+)
+from support.polling import wait_until
+
+PATH = jwks_path(TEST_POOL)
+REFRESH = 2
+# Long enough that the only unknown-kid refetch of the test is the one for key B: the
+# fetch count of every step is then exact (refreshes aside, which are counted separately).
+MIN_REFETCH = 30
+
+
+def _refuses_everywhere(envoy, token: str, upstream, rounds: int = 6) -> bool:
+    """True when `rounds` requests on fresh connections (spread over the workers) are all
+    refused 401 invalid."""
+    for _ in range(rounds):
+        upstream.clear()
+        resp = envoy.request("/x", bearer(token))
+        if resp.status != 401:
+            return False
+        assert_invalid(resp, upstream)
+    return True
+
+
+def test_rotation_new_kid_accepted_by_one_refetch_then_withdrawn_key_refused_even_from_cache(
+    start_envoy, jwks, upstream, signing_key
+):
+    key_a, key_b = signing_key, tk.SigningKey.generate("rotation-key-b")
+    envoy = start_envoy(
+        self_minted_only_config(
+            jwks_refresh_seconds=REFRESH, jwks_min_refetch_seconds=MIN_REFETCH
+        )
+    )
+    jwks.wait_for_hits(1, path=PATH)
+    workers_before = worker_connections(envoy)
+
+    # 1. Key A only. The same token A, sent 8 times on fresh connections: each worker
+    # verifies it once, then answers it from its cache.
+    token_a = id_token(key_a)
+    before = envoy.counters()
+    for _ in range(8):
+        upstream.clear()
+        assert_allowed(envoy.request("/x", bearer(token_a)), upstream)
+    served_by = {
+        w: n - workers_before.get(w, 0)
+        for w, n in worker_connections(envoy).items()
+        if n > workers_before.get(w, 0)
+    }
+    after = envoy.counters()
+    misses = after["cache_miss"] - before["cache_miss"]
+    hits = after["cache_hit"] - before["cache_hit"]
+    assert misses == len(served_by) and hits == 8 - misses, (served_by, misses, hits)
+
+    # 2. The pool publishes B next to A. A token signed by B is accepted at once: its
+    # unknown kid triggers exactly one fetch, well before the next refresh would.
+    jwks.serve(tk.jwks(key_a, key_b))
+    fetches_before_b = jwks.hits(PATH)
+    token_b = id_token(key_b)
+    sent_b = time.monotonic()
+    upstream.clear()
+    resp = envoy.request("/x", bearer(token_b))
+    assert_allowed(resp, upstream)
+    new = fetches_since(jwks, sent_b, PATH)
+    assert jwks.hits(PATH) == fetches_before_b + 1, jwks.fetches(PATH)
+    assert len(new) == 1 and new[0].answered_at is not None, new
+    assert resp.elapsed < 1.0, f"waited {resp.elapsed:.2f} s for a new key"
+    assert envoy.counter("jwks_refetch_unknown_kid") == 1
+    # A is still trusted, and still served from the caches.
+    upstream.clear()
+    assert_allowed(envoy.request("/x", bearer(token_a)), upstream)
+    wait_until(lambda: envoy.pool_counter("test", "keys") == 2, 3, "keys gauge = 2")
+
+    # 3. The pool withdraws A. After the next refresh, token A is refused everywhere,
+    # including by the workers that had it in their caches (the entry died with the key),
+    # and so is a token A never seen before; B keeps working. No refetch for A's kid
+    # (MIN_REFETCH has not passed): the only fetches are refreshes.
+    jwks.serve(tk.jwks(key_b))
+    withdrawn = time.monotonic()
+    refresh = wait_for_answered_fetch(jwks, withdrawn, REFRESH + IDLE_TICK + 2 * SLACK, PATH)
+    # Every worker takes the new set from shared data on its next tick (≤ 1 s).
+    deadline = refresh.answered_at + IDLE_TICK + 2 * SLACK
+    wait_until(
+        lambda: _refuses_everywhere(envoy, token_a, upstream),
+        IDLE_TICK + 3 * SLACK + 5,
+        "every worker to refuse token A",
+        interval=0.05,
+    )
+    refused_everywhere_at = time.monotonic()
+    assert refused_everywhere_at <= deadline + 1.0, (
+        f"token A still accepted {refused_everywhere_at - refresh.answered_at:.2f} s "
+        "after the refresh that withdrew its key"
+    )
+    cache_hits_before = envoy.counter("cache_hit")
+    for token in (token_a, id_token(key_a)):
+        upstream.clear()
+        assert_invalid(envoy.request("/x", bearer(token)), upstream)
+    upstream.clear()
+    assert_allowed(envoy.request("/x", bearer(token_b)), upstream)
+    after = envoy.counters()
+    # Every refusal of A was decided afresh (no cached answer survived the withdrawal);
+    # the one B request may be a cache hit.
+    assert after["cache_hit"] - cache_hits_before <= 1
+    assert after["jwks_refetch_unknown_kid"] == 1
+    assert envoy.pool_counter("test", "keys") == 1
+    since_withdrawal = time.monotonic() - withdrawn
+    refreshes = len(fetches_since(jwks, withdrawn, PATH))
+    assert 1 <= refreshes <= since_withdrawal / REFRESH + 1, (refreshes, since_withdrawal)
+    print(
+        f"[measure] rotation: first fetch 1; new kid B: +{len(new)} fetch, answered in "
+        f"{resp.elapsed:.3f} s; withdrawal: {refreshes} refresh fetch(es) in "
+        f"{since_withdrawal:.1f} s, token A refused everywhere "
+        f"{refused_everywhere_at - refresh.answered_at:.2f} s after the refresh; "
+        f"total fetches {jwks.hits(PATH)}; workers served {served_by}"
+    )
+
+
+def test_kid_whose_key_material_changes_refuses_tokens_cached_with_the_old_material(
+    start_envoy, jwks, upstream
+):
+    """A JWKS may reuse a kid for new material (Cognito does not, other issuers may): the
+    cache remembers which key verified a token, not just its kid."""
+    old = tk.SigningKey.generate("reused-kid")
+    new = tk.SigningKey.generate("reused-kid")
+    jwks.serve(tk.jwks(old))
+    envoy = start_envoy(self_minted_only_config(jwks_refresh_seconds=1))
+    token_old = id_token(old)
+    for _ in range(6):
+        upstream.clear()
+        assert_allowed(envoy.request("/x", bearer(token_old)), upstream)
+    assert envoy.counter("cache_hit") >= 4
+
+    jwks.serve(tk.jwks(new))
+    switched = time.monotonic()
+    refresh = wait_for_answered_fetch(jwks, switched, 1 + IDLE_TICK + 2 * SLACK, PATH)
+    wait_until(
+        lambda: _refuses_everywhere(envoy, token_old, upstream),
+        IDLE_TICK + 3 * SLACK + 5,
+        "every worker to refuse the token signed with the replaced material",
+        interval=0.05,
+    )
+    took = time.monotonic() - refresh.answered_at
+    assert took <= IDLE_TICK + 2 * SLACK + 1.0, took
+    print(f"[measure] reused kid: refused everywhere {took:.2f} s after the refresh; "
+          f"fetches {jwks.hits(PATH)}")
+    upstream.clear()
+    assert_allowed(envoy.request("/x", bearer(id_token(new))), upstream)
+    # Same kid: the kid is known, so no unknown-kid refetch ever happened.
+    assert envoy.counter("jwks_refetch_unknown_kid") == 0
+
+
+def test_new_kid_accepted_on_every_worker_right_after_the_refetch_that_found_it(
+    start_envoy, jwks, upstream, signing_key
+):
+    """The refetch that found key B was made by one VM and published in shared data; a
+    token B on another worker right after must not be refused (README: the others pick the
+    published set up "at once when a request needs it"). No refresh happens during the
+    test (3600 s), and the refetch rate limit (30 s) allows that one refetch only."""
+    key_b = tk.SigningKey.generate("rotation-key-b")
+    envoy = start_envoy(self_minted_only_config(jwks_min_refetch_seconds=MIN_REFETCH))
+    first = wait_for_answered_fetch(jwks, 0, 5, PATH)
+    # Every VM has taken key A from shared data on a tick (a VM without any keys reads
+    # shared data at once, which would hide the window), and served a token A.
+    time.sleep(max(0.0, first.answered_at + IDLE_TICK + SLACK - time.monotonic()))
+    for _ in range(6):
+        upstream.clear()
+        assert_allowed(envoy.request("/x", bearer(id_token(signing_key))), upstream)
+    jwks.serve(tk.jwks(signing_key, key_b))
+    upstream.clear()
+    assert_allowed(envoy.request("/x", bearer(id_token(key_b))), upstream)
+    found_at = time.monotonic()
+
+    outcomes = []  # (seconds after the first B was accepted, worker, status)
+    # For the 1.2 s after it (every VM ticks once a second): on every worker.
+    while len(outcomes) < 16 or time.monotonic() - found_at < IDLE_TICK + 0.2:
+        before = worker_connections(envoy)
+        resp = envoy.request("/x", bearer(id_token(key_b)))  # fresh token: never cached
+        after = worker_connections(envoy)
+        worker = next(w for w in after if after[w] != before.get(w, 0))
+        outcomes.append((round(time.monotonic() - found_at, 3), worker, resp.status))
+    refused = [o for o in outcomes if o[2] != 200]
+    workers = {w for _, w, _ in outcomes}
+    print(f"[measure] token B right after its refetch: {len(refused)} of {len(outcomes)} "
+          f"refused, on {sorted({w for _, w, _ in refused})}, from {refused[:1]} to "
+          f"{refused[-1:]} s after the first B was accepted; fetches {jwks.hits(PATH)}")
+    assert len(workers) >= 2, outcomes
+    assert jwks.hits(PATH) == 2
+    assert not refused, (
+        f"token B refused 401 on another worker after the refetch that found its key: "
+        f"{len(refused)} of {len(outcomes)} requests, first {refused[0]}, last {refused[-1]}"
+    )

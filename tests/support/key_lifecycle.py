@@ -1,0 +1,298 @@
+"""Helpers for the key-lifecycle scenarios (rotation, JWKS outages, one fetch per process,
+hot reload): what the JWKS server saw and when, the backoff the filter promises, which
+worker took a connection, and Envoy with its listener in a watched LDS file.
+
+Times are `time.monotonic()`, the clock of `jwks_server.Fetch`."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+from pathlib import Path
+
+from . import tokens as tk
+from .authorizer_config import TEST_CLIENT, TEST_ISSUER
+from .envoy import Envoy, authorizer_bootstrap
+from .jwks_server import Fetch, JwksServer
+from .polling import wait_until
+from .servers import BackgroundServer, QuietHandler
+
+# SPEC §6: the first retry ~1 s after a failure, doubling; jitter spreads each delay over
+# [delay/2, delay] (src/keys.rs backoff_ms).
+INITIAL_BACKOFF = 1.0
+# The filter's root context ticks every second while no request waits (src/filter/root.rs
+# IDLE_TICK): refreshes and retries are started on a tick, so up to this much late.
+IDLE_TICK = 1.0
+# Envoy and the JWKS server share two cores with other test runs: slack for scheduling.
+SLACK = 0.5
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def id_token(key: tk.SigningKey, kid: str | None = None) -> str:
+    """A fresh (never cached) id token of the self-minted pool, signed by `key`, its header
+    naming `kid` (default the key's own).
+
+    payload: {"iss": TEST_ISSUER, "aud": TEST_CLIENT, "token_use": "id", "exp": now+3600,
+    "sub": <random uuid>, "jti": <random uuid>, ...}"""
+    return tk.sign(key, tk.id_claims(TEST_ISSUER, TEST_CLIENT), kid=kid)
+
+
+# --- the JWKS server's record ----------------------------------------------------------
+
+
+def fetches_since(jwks: JwksServer, since: float, path: str | None = None) -> list[Fetch]:
+    """Fetches the server received at or after `since`."""
+    return [f for f in jwks.fetches(path) if f.received_at >= since]
+
+
+def wait_for_answered_fetch(
+    jwks: JwksServer, since: float, timeout: float, path: str | None = None
+) -> Fetch:
+    """The first fetch received after `since`, once the server has answered it."""
+
+    def probe():
+        done = [f for f in fetches_since(jwks, since, path) if f.answered_at is not None]
+        return done[0] if done else None
+
+    return wait_until(probe, timeout, "a JWKS fetch answered")
+
+
+def min_backoff(failures: int) -> float:
+    """The shortest delay the filter may wait after `failures` consecutive failures."""
+    return INITIAL_BACKOFF * 2 ** (failures - 1) / 2
+
+
+def max_backoff(failures: int) -> float:
+    return min(INITIAL_BACKOFF * 2 ** (failures - 1), 60.0)
+
+
+def max_failed_fetches_within(seconds: float) -> int:
+    """How many fetches a backoff that honours `min_backoff` fits into `seconds` after
+    the first one: fetch n+1 comes at least min_backoff(1) + ... + min_backoff(n) after
+    the first, i.e. 0.5 * (2**n - 1) s."""
+    n = 1
+    while 0.5 * (2**n - 1) <= seconds:
+        n += 1
+    return n
+
+
+def max_refetches(duration: float, min_refetch: float) -> int:
+    """SPEC §6: at most one unknown-kid refetch per `min_refetch` seconds for the process:
+    ceil(duration / min_refetch) + 1 over `duration` seconds."""
+    return math.ceil(duration / min_refetch) + 1
+
+
+class _ListenServer(BackgroundServer):
+    """BackgroundServer with a listen backlog of 128 instead of socketserver's 5: several
+    pools' fetches open their connections at the same instant, and SYNs dropped by a full
+    backlog are retried after 1 s, past the JWKS cluster's connect timeout (Envoy then
+    answers the callout 503 itself)."""
+
+    def __init__(self, handler):
+        from http.server import ThreadingHTTPServer
+
+        from .ports import LOOPBACK
+
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 128
+            daemon_threads = True
+
+        self.httpd = Server((LOOPBACK, 0), handler)
+        self.port = self.httpd.server_address[1]
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+
+class ScriptedJwks:
+    """A JWKS server with a behaviour per path (several pools, each answered differently in
+    one refresh cycle) that closes every connection after its answer, so that stop() makes
+    the next fetch meet a refused connection (JwksServer keeps Envoy's connection alive:
+    after its stop a kept-alive connection would still be answered).
+
+    `set(path, body, status)`; unknown paths get 404. Counts fetches per path."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._answers: dict[str, tuple[int, bytes]] = {}
+        self._fetches: list[Fetch] = []
+        server = self
+
+        class Handler(QuietHandler):
+            def do_GET(self):  # noqa: N802
+                path = self.path.split("?", 1)[0]
+                fetch = Fetch(path, self.headers.get("host"), time.monotonic())
+                with server._lock:
+                    server._fetches.append(fetch)
+                    status, body = server._answers.get(path, (404, b'{"message":"not found"}'))
+                self.close_connection = True
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.send_header("connection", "close")
+                self.end_headers()
+                self.wfile.write(body)
+                fetch.answered_at = time.monotonic()
+
+        self._server = _ListenServer(Handler)
+        self.port = self._server.port
+
+    def set(self, path: str, body: bytes | dict, status: int = 200) -> None:
+        raw = json.dumps(body).encode() if isinstance(body, dict) else body
+        with self._lock:
+            self._answers[path] = (status, raw)
+
+    def fetches(self, path: str | None = None) -> list[Fetch]:
+        with self._lock:
+            return [f for f in self._fetches if path is None or f.path == path]
+
+    def hits(self, path: str | None = None) -> int:
+        return len(self.fetches(path))
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+class RoomyUpstream:
+    """An upstream that answers 200 `{"ok":true}` and counts, with a listen backlog of 128:
+    requests released together (they waited for keys) reach it on as many new connections
+    at once, and the shared echo upstream's backlog of 5 would drop some SYNs (Envoy then
+    answers 503 itself after the cluster's 1 s connect timeout)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.count = 0
+        upstream = self
+
+        class Handler(QuietHandler):
+            def do_GET(self):  # noqa: N802
+                with upstream._lock:
+                    upstream.count += 1
+                self.reply(200, b'{"ok":true}')
+
+        self._server = _ListenServer(Handler)
+        self.port = self._server.port
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+# --- Envoy's workers -------------------------------------------------------------------
+
+
+def worker_connections(envoy: Envoy) -> dict[str, int]:
+    """Connections each worker thread accepted so far (Envoy's per-worker listener stats
+    `listener.<address>.worker_<n>.downstream_cx_total`), by worker."""
+    out: dict[str, int] = {}
+    for name, value in envoy.stats().items():
+        parts = name.split(".")
+        if name.startswith("listener.") and name.endswith(".downstream_cx_total"):
+            workers = [p for p in parts if p.startswith("worker_")]
+            if workers:
+                out[workers[0]] = out.get(workers[0], 0) + int(value)
+    return out
+
+
+# --- Envoy whose listener comes from a watched file (LDS) ------------------------------
+
+LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
+
+
+class LdsFiles:
+    """The listener of `authorizer_bootstrap`, served by Envoy from `<dir>/lds.json`
+    (`dynamic_resources.lds_config.path_config_source` with `watched_directory`), on a
+    fixed port (a listener on port 0 could move to another port when it is replaced).
+    `write(filter_config)` replaces the file atomically (write, then rename in the
+    watched directory): Envoy reloads the listener."""
+
+    def __init__(
+        self,
+        directory: Path,
+        wasm_path: str,
+        upstream_port: int,
+        clusters: dict[str, int],
+        port: int,
+    ):
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / "lds.json"
+        self.wasm_path = wasm_path
+        self.upstream_port = upstream_port
+        self.clusters = clusters
+        self.port = port
+        self.version = 0
+
+    def _full(self, filter_config: dict) -> dict:
+        return authorizer_bootstrap(
+            self.wasm_path, filter_config, self.upstream_port, self.clusters
+        )
+
+    def listener(self, filter_config: dict) -> dict:
+        listener = self._full(filter_config)["static_resources"]["listeners"][0]
+        listener["address"]["socket_address"]["port_value"] = self.port
+        return listener
+
+    def write(self, filter_config: dict, routes: list[dict] | None = None) -> None:
+        """The listener with this filter configuration (and these routes, when given)."""
+        listener = self.listener(filter_config)
+        if routes is not None:
+            hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+            hcm["route_config"]["virtual_hosts"][0]["routes"] = routes
+        self.version += 1
+        document = {
+            "version_info": str(self.version),
+            "resources": [{"@type": LISTENER_TYPE, **listener}],
+        }
+        staging = self.directory / f".lds.{self.version}.tmp"
+        staging.write_text(json.dumps(document, indent=2))
+        os.rename(staging, self.path)
+
+    def bootstrap(self, filter_config: dict) -> dict:
+        """The bootstrap (clusters static, listener from the file); writes the first file."""
+        self.write(filter_config)
+        full = self._full(filter_config)
+        del full["static_resources"]["listeners"]
+        full["node"] = {"id": "cognito-authorizer-e2e", "cluster": "e2e"}
+        full["dynamic_resources"] = {
+            "lds_config": {
+                "resource_api_version": "V3",
+                "path_config_source": {
+                    "path": str(self.path),
+                    "watched_directory": {"path": str(self.directory)},
+                },
+            }
+        }
+        return full
+
+
+def listener_reloads(envoy: Envoy) -> dict[str, int]:
+    """Envoy's count of listener updates from LDS."""
+    stats = envoy.stats()
+    return {
+        name: int(stats.get(f"listener_manager.{name}", 0))
+        for name in ("lds.update_success", "lds.update_rejected", "listener_modified")
+    }
+
+
+def wait_for_reload(envoy: Envoy, before: dict[str, int], timeout: float = 10.0) -> None:
+    """Until Envoy has applied one more LDS update than `before` (and rejected none)."""
+
+    def probe():
+        now = listener_reloads(envoy)
+        assert now["lds.update_rejected"] == before["lds.update_rejected"], (
+            f"Envoy rejected the new listener: {now}\n{envoy.log_tail()}"
+        )
+        return (
+            now["lds.update_success"] > before["lds.update_success"]
+            and now["listener_modified"] > before["listener_modified"]
+        )
+
+    wait_until(probe, timeout, "Envoy to reload the listener")
+
