@@ -79,9 +79,17 @@ impl FetchSchedule {
     }
 
     /// A configuration (re)load with a shorter refresh period than the one that scheduled the
-    /// next fetch: bring it forward. True when the schedule changed.
-    pub fn fit_refresh(&mut self, now_ms: u64, timing: &KeyTiming) -> bool {
-        let latest = now_ms.saturating_add(timing.refresh_ms);
+    /// next fetch: the keys fetched at `fetched_at_ms` (when known) are due a refresh at
+    /// `fetched_at + refresh` — possibly at once. True when the schedule changed.
+    pub fn fit_refresh(
+        &mut self,
+        now_ms: u64,
+        fetched_at_ms: Option<u64>,
+        timing: &KeyTiming,
+    ) -> bool {
+        let latest = fetched_at_ms
+            .unwrap_or(now_ms)
+            .saturating_add(timing.refresh_ms);
         if self.next_fetch_ms > latest {
             self.next_fetch_ms = latest;
             return true;
@@ -225,6 +233,11 @@ impl PoolKeys {
 
     pub fn keys(&self) -> Option<&Rc<KeySet>> {
         self.keys.as_ref()
+    }
+
+    /// When the current keys were fetched (None before any).
+    pub fn fetched_at_ms(&self) -> Option<u64> {
+        self.keys.as_ref().map(|_| self.fetched_at_ms)
     }
 
     pub fn generation(&self) -> u64 {
@@ -435,10 +448,15 @@ mod tests {
             refresh_ms: 1_000,
             ..T
         };
-        assert!(s.fit_refresh(10, &short));
+        assert!(s.fit_refresh(10, None, &short));
         assert_eq!(s.next_fetch_ms, 1_010);
-        assert!(!s.fit_refresh(20, &short));
-        assert!(!s.fit_refresh(20, &T));
+        assert!(!s.fit_refresh(20, None, &short));
+        assert!(!s.fit_refresh(20, None, &T));
+        // Keys already older than the new period: due at once.
+        let mut s = FetchSchedule::default();
+        s.fetch_succeeded(0, &T);
+        assert!(s.fit_refresh(5_000, Some(0), &short));
+        assert!(s.fetch_due(5_000, &short));
     }
 
     #[test]

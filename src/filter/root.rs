@@ -372,11 +372,14 @@ impl RootContext for Root {
         // first fetch starts now, not on the first request or tick: cold start is one round trip.
         // After a reload with a shorter refresh period, the shared schedule (kept across
         // reloads with the keys) must not wait for the old, longer one.
+        self.sync_pools(&state);
         let (now, timing) = (now_ms(), state.borrow().timing);
         for slot in state.borrow().pools.iter() {
-            let _ = slot.shared.update(|s| s.fit_refresh(now, &timing));
+            let fetched_at = slot.keys.fetched_at_ms();
+            let _ = slot
+                .shared
+                .update(|s| s.fit_refresh(now, fetched_at, &timing));
         }
-        self.sync_pools(&state);
         self.ticked = false;
         self.set_tick_period(FIRST_TICK);
         true

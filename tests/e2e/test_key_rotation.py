@@ -32,16 +32,32 @@ REFRESH = 2
 MIN_REFETCH = 30
 
 
-def _refuses_everywhere(envoy, token: str, upstream, rounds: int = 6) -> bool:
-    """True when `rounds` requests on fresh connections (spread over the workers) are all
-    refused 401 invalid."""
-    for _ in range(rounds):
+def _request_on_worker(envoy, token: str):
+    """(worker that took the connection, response) for one request on a fresh connection."""
+    before = worker_connections(envoy)
+    resp = envoy.request("/x", bearer(token))
+    after = worker_connections(envoy)
+    return next(w for w in after if after[w] != before.get(w, 0)), resp
+
+
+def _until_every_worker_refuses(envoy, token: str, upstream, workers, timeout: float):
+    """Sends `token` until each of `workers` has refused it (401 invalid); returns the time
+    each worker last accepted it (None: never). A worker that accepts it again after having
+    refused it fails the test."""
+    last_accepted = dict.fromkeys(workers)
+    refused: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while not refused >= set(workers):
+        assert time.monotonic() < deadline, f"still accepted after {timeout} s: {last_accepted}"
         upstream.clear()
-        resp = envoy.request("/x", bearer(token))
-        if resp.status != 401:
-            return False
-        assert_invalid(resp, upstream)
-    return True
+        worker, resp = _request_on_worker(envoy, token)
+        if resp.status == 200:
+            assert worker not in refused, f"{worker} accepted the token again after refusing it"
+            last_accepted[worker] = time.monotonic()
+        else:
+            assert_invalid(resp, upstream)
+            refused.add(worker)
+    return last_accepted
 
 
 def test_rotation_new_kid_accepted_by_one_refetch_then_withdrawn_key_refused_even_from_cache(
@@ -99,19 +115,11 @@ def test_rotation_new_kid_accepted_by_one_refetch_then_withdrawn_key_refused_eve
     jwks.serve(tk.jwks(key_b))
     withdrawn = time.monotonic()
     refresh = wait_for_answered_fetch(jwks, withdrawn, REFRESH + IDLE_TICK + 2 * SLACK, PATH)
-    # Every worker takes the new set from shared data on its next tick (≤ 1 s).
-    deadline = refresh.answered_at + IDLE_TICK + 2 * SLACK
-    wait_until(
-        lambda: _refuses_everywhere(envoy, token_a, upstream),
-        IDLE_TICK + 3 * SLACK + 5,
-        "every worker to refuse token A",
-        interval=0.05,
-    )
-    refused_everywhere_at = time.monotonic()
-    assert refused_everywhere_at <= deadline + 1.0, (
-        f"token A still accepted {refused_everywhere_at - refresh.answered_at:.2f} s "
-        "after the refresh that withdrew its key"
-    )
+    # README: at once on the worker that fetched, within a second (its next tick) on the
+    # others, every worker that had token A in its cache refuses it.
+    last_accepted = _until_every_worker_refuses(envoy, token_a, upstream, served_by, 10)
+    lag = max((t - refresh.answered_at for t in last_accepted.values() if t), default=0.0)
+    assert lag <= IDLE_TICK + SLACK, f"token A accepted {lag:.2f} s after the refresh"
     cache_hits_before = envoy.counter("cache_hit")
     for token in (token_a, id_token(key_a)):
         upstream.clear()
@@ -127,11 +135,12 @@ def test_rotation_new_kid_accepted_by_one_refetch_then_withdrawn_key_refused_eve
     since_withdrawal = time.monotonic() - withdrawn
     refreshes = len(fetches_since(jwks, withdrawn, PATH))
     assert 1 <= refreshes <= since_withdrawal / REFRESH + 1, (refreshes, since_withdrawal)
+    per_worker = {w: t and round(t - refresh.answered_at, 2) for w, t in last_accepted.items()}
     print(
         f"[measure] rotation: first fetch 1; new kid B: +{len(new)} fetch, answered in "
         f"{resp.elapsed:.3f} s; withdrawal: {refreshes} refresh fetch(es) in "
-        f"{since_withdrawal:.1f} s, token A refused everywhere "
-        f"{refused_everywhere_at - refresh.answered_at:.2f} s after the refresh; "
+        f"{since_withdrawal:.1f} s, token A last accepted {lag:.2f} s after the refresh "
+        f"(per worker {per_worker}); "
         f"total fetches {jwks.hits(PATH)}; workers served {served_by}"
     )
 
@@ -151,18 +160,14 @@ def test_kid_whose_key_material_changes_refuses_tokens_cached_with_the_old_mater
         assert_allowed(envoy.request("/x", bearer(token_old)), upstream)
     assert envoy.counter("cache_hit") >= 4
 
+    served_by = set(worker_connections(envoy))
     jwks.serve(tk.jwks(new))
     switched = time.monotonic()
     refresh = wait_for_answered_fetch(jwks, switched, 1 + IDLE_TICK + 2 * SLACK, PATH)
-    wait_until(
-        lambda: _refuses_everywhere(envoy, token_old, upstream),
-        IDLE_TICK + 3 * SLACK + 5,
-        "every worker to refuse the token signed with the replaced material",
-        interval=0.05,
-    )
-    took = time.monotonic() - refresh.answered_at
-    assert took <= IDLE_TICK + 2 * SLACK + 1.0, took
-    print(f"[measure] reused kid: refused everywhere {took:.2f} s after the refresh; "
+    last_accepted = _until_every_worker_refuses(envoy, token_old, upstream, served_by, 10)
+    lag = max((t - refresh.answered_at for t in last_accepted.values() if t), default=0.0)
+    assert lag <= IDLE_TICK + SLACK, f"accepted {lag:.2f} s after the refresh"
+    print(f"[measure] reused kid: old material last accepted {lag:.2f} s after the refresh; "
           f"fetches {jwks.hits(PATH)}")
     upstream.clear()
     assert_allowed(envoy.request("/x", bearer(id_token(new))), upstream)
@@ -194,10 +199,7 @@ def test_new_kid_accepted_on_every_worker_right_after_the_refetch_that_found_it(
     outcomes = []  # (seconds after the first B was accepted, worker, status)
     # For the 1.2 s after it (every VM ticks once a second): on every worker.
     while len(outcomes) < 16 or time.monotonic() - found_at < IDLE_TICK + 0.2:
-        before = worker_connections(envoy)
-        resp = envoy.request("/x", bearer(id_token(key_b)))  # fresh token: never cached
-        after = worker_connections(envoy)
-        worker = next(w for w in after if after[w] != before.get(w, 0))
+        worker, resp = _request_on_worker(envoy, id_token(key_b))  # fresh: never cached
         outcomes.append((round(time.monotonic() - found_at, 3), worker, resp.status))
     refused = [o for o in outcomes if o[2] != 200]
     workers = {w for _, w, _ in outcomes}
