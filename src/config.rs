@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, HashSet};
 use serde::{Deserialize, Deserializer};
 
 use crate::cognito::{jwks_uri_for_issuer, JwksLocation, PoolId, TokenUse};
+use crate::decision::DECISION_HEADER;
 use crate::error::ConfigError;
+use crate::identity::folded_header_name;
 use crate::rules::RouteRule;
 
 /// Validated configuration. Built by [`Config::parse`]; never constructed half-valid.
@@ -23,6 +25,10 @@ pub struct Config {
     /// Claim → header, in a stable (sorted by claim) order.
     pub claims_to_headers: Vec<ClaimHeader>,
     pub payload_header: Option<String>,
+    /// Every header the filter sets for the upstream (claim headers, the payload header, the
+    /// decision header), folded (`identity::folded_header_name`): client copies in any
+    /// spelling are removed from every request.
+    pub protected_headers: Vec<String>,
     pub realm: String,
     pub mode: Mode,
     pub cors_preflight: CorsPreflight,
@@ -407,16 +413,18 @@ impl Config {
             .map(|(i, r)| RouteRule::compile(r, &format!("rules[{i}]")))
             .collect::<Result<Vec<_>, _>>()?;
 
-        let source_headers: HashSet<&str> = token_sources
+        let source_headers: HashSet<String> = token_sources
             .iter()
             .filter_map(|s| match s {
                 TokenSource::Header { name } | TokenSource::HeaderWithPrefix { name, .. } => {
-                    Some(name.as_str())
+                    Some(folded_header_name(name))
                 }
                 _ => None,
             })
             .collect();
+        // Folded names: `x_sub` and `x-sub` are one header to many servers.
         let mut identity_headers: HashSet<String> = HashSet::new();
+        identity_headers.insert(folded_header_name(DECISION_HEADER));
         let mut claims_to_headers = Vec::with_capacity(wire.claims_to_headers.len());
         for (claim, header) in wire.claims_to_headers {
             let path = format!("claims_to_headers.{claim}");
@@ -424,10 +432,10 @@ impl Config {
                 return Err(ConfigError::new(path, "claim name is empty"));
             }
             let header = identity_header(&header, &path, &source_headers)?;
-            if !identity_headers.insert(header.clone()) {
+            if !identity_headers.insert(folded_header_name(&header)) {
                 return Err(ConfigError::new(
                     path,
-                    format!("header {header:?} is the target of two claims"),
+                    format!("header {header:?} is the target of two claims (or the decision header), in some spelling"),
                 ));
             }
             claims_to_headers.push(ClaimHeader { claim, header });
@@ -436,10 +444,10 @@ impl Config {
             None => None,
             Some(h) => {
                 let header = identity_header(&h, "payload_header", &source_headers)?;
-                if identity_headers.contains(&header) {
+                if !identity_headers.insert(folded_header_name(&header)) {
                     return Err(ConfigError::new(
                         "payload_header",
-                        format!("header {header:?} is also a claim header"),
+                        format!("header {header:?} is also a claim header (or the decision header), in some spelling"),
                     ));
                 }
                 Some(header)
@@ -501,6 +509,11 @@ impl Config {
             rules,
             claims_to_headers,
             payload_header,
+            protected_headers: {
+                let mut protected: Vec<String> = identity_headers.into_iter().collect();
+                protected.sort();
+                protected
+            },
             realm: wire.realm,
             mode: wire.mode,
             cors_preflight: wire.cors_preflight,
@@ -516,14 +529,6 @@ impl Config {
             signature_backend: wire.signature_backend,
         };
         Ok((config, warnings))
-    }
-
-    /// Headers the filter sets for the upstream, so every client copy must be removed first.
-    pub fn identity_headers(&self) -> impl Iterator<Item = &str> {
-        self.claims_to_headers
-            .iter()
-            .map(|c| c.header.as_str())
-            .chain(self.payload_header.as_deref())
     }
 
     /// The pool whose issuer is exactly `iss`.
@@ -708,10 +713,11 @@ pub(crate) fn header_name(name: &str, path: &str) -> Result<String, ConfigError>
 fn identity_header(
     name: &str,
     path: &str,
-    source_headers: &HashSet<&str>,
+    source_headers: &HashSet<String>,
 ) -> Result<String, ConfigError> {
     let header = header_name(name, path)?;
-    if RESERVED_HEADERS.contains(&header.as_str()) || source_headers.contains(header.as_str()) {
+    let folded = folded_header_name(&header);
+    if RESERVED_HEADERS.contains(&folded.as_str()) || source_headers.contains(&folded) {
         return Err(ConfigError::new(
             path,
             format!(

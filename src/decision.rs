@@ -23,6 +23,7 @@ impl Refusal {
             Refusal::Missing | Refusal::Invalid | Refusal::Expired => 401,
             Refusal::Forbidden => 403,
             Refusal::Unavailable => 503,
+            Refusal::BadRequest => 400,
         }
     }
 
@@ -32,6 +33,7 @@ impl Refusal {
             Refusal::Expired => r#"{"message":"The incoming token has expired"}"#,
             Refusal::Forbidden => r#"{"message":"Forbidden"}"#,
             Refusal::Unavailable => r#"{"message":"Service Unavailable"}"#,
+            Refusal::BadRequest => r#"{"message":"Bad Request"}"#,
         }
     }
 
@@ -42,6 +44,7 @@ impl Refusal {
             Refusal::Expired => Counter::DeniedExpired,
             Refusal::Forbidden => Counter::DeniedForbidden,
             Refusal::Unavailable => Counter::Unavailable,
+            Refusal::BadRequest => Counter::DeniedBadRequest,
         }
     }
 
@@ -53,6 +56,7 @@ impl Refusal {
             Refusal::Expired => "expired",
             Refusal::Forbidden => "forbidden",
             Refusal::Unavailable => "unavailable",
+            Refusal::BadRequest => "bad_request",
         }
     }
 }
@@ -78,7 +82,7 @@ pub fn local_reply(
         Refusal::Forbidden => Some(format!(
             r#"Bearer realm="{realm}", error="insufficient_scope", scope="{scope_hint}""#
         )),
-        Refusal::Unavailable => None,
+        Refusal::Unavailable | Refusal::BadRequest => None,
     };
     let mut headers = vec![("content-type", CONTENT_TYPE_JSON.to_string())];
     if let Some(w) = www_authenticate {
@@ -93,6 +97,10 @@ pub fn local_reply(
         headers,
     }
 }
+
+/// Header added upstream in `"mode": "report"` with the decision's reason; client copies
+/// are always removed.
+pub const DECISION_HEADER: &str = "x-cognito-authorizer-decision";
 
 /// Reason names for requests that continue.
 pub const REASON_ALLOWED: &str = "allowed";

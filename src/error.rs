@@ -1,7 +1,8 @@
 //! Why a request is refused, and why a configuration is refused.
 //!
 //! [`AuthError`] has one variant per reason a request can be refused. Each reason belongs to
-//! exactly one [`Refusal`] class (missing, invalid, expired, forbidden, unavailable), which
+//! exactly one [`Refusal`] class (missing, invalid, expired, forbidden, unavailable,
+//! bad request), which
 //! `decision.rs` — and only it — turns into status, body, headers and metric.
 
 use std::fmt;
@@ -51,6 +52,9 @@ pub enum AuthError {
     RequirementNotMet(Requirement),
     /// No usable key set: never fetched successfully, or too stale to trust.
     KeysUnavailable,
+    /// The path can be read in more ways than the filter weighs (`path::MAX_READINGS`): no
+    /// rule can be chosen safely, so the request is refused before any token is looked at.
+    UnreadablePath,
 }
 
 /// The kind of route requirement a valid token failed (for logs and filter state).
@@ -70,6 +74,7 @@ pub enum Refusal {
     Expired,
     Forbidden,
     Unavailable,
+    BadRequest,
 }
 
 impl AuthError {
@@ -80,6 +85,7 @@ impl AuthError {
             AuthError::Expired => Refusal::Expired,
             AuthError::RequirementNotMet(_) => Refusal::Forbidden,
             AuthError::KeysUnavailable => Refusal::Unavailable,
+            AuthError::UnreadablePath => Refusal::BadRequest,
             AuthError::AmbiguousToken
             | AuthError::TokenTooLarge
             | AuthError::Malformed
@@ -127,6 +133,7 @@ impl AuthError {
             AuthError::RequirementNotMet(Requirement::Claims) => "missing_claim_value",
             AuthError::RequirementNotMet(Requirement::TokenUse) => "wrong_token_use",
             AuthError::KeysUnavailable => "keys_unavailable",
+            AuthError::UnreadablePath => "unreadable_path",
         }
     }
 }

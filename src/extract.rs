@@ -39,6 +39,22 @@ pub fn extract_token(
     found.ok_or(AuthError::NoToken)
 }
 
+/// The sources (indices into `sources`) that hold something the filter would read as a
+/// token, whether or not the request's tokens agree: what `forward_token: false` removes
+/// from a request that continues without a verified token (anonymous routes, CORS
+/// preflights, report mode).
+pub fn token_locations(
+    sources: &[TokenSource],
+    header: impl Fn(&str) -> Vec<String>,
+) -> Vec<usize> {
+    sources
+        .iter()
+        .enumerate()
+        .filter(|(_, source)| !matches!(read_source(source, &header), Ok(None)))
+        .map(|(index, _)| index)
+        .collect()
+}
+
 fn read_source(
     source: &TokenSource,
     header: &impl Fn(&str) -> Vec<String>,
@@ -87,7 +103,9 @@ fn one_token(tokens: Vec<Option<String>>) -> Result<Option<String>, AuthError> {
 }
 
 /// `Bearer <token>` (scheme in any case, RFC 6750) or a bare token (API Gateway REST accepts
-/// it). Another scheme, or `Bearer` with nothing after it, is no token at all.
+/// it). Another scheme, or `Bearer` with nothing after it, is no token at all. A single word
+/// without a `.` (`Basic`, `Negotiate`) is an authentication scheme without credentials
+/// (RFC 7235), never a JWT, which always has two dots.
 fn from_authorization(value: &str) -> Option<String> {
     let value = value.trim();
     if value.is_empty() {
@@ -102,7 +120,7 @@ fn from_authorization(value: &str) -> Option<String> {
             let token = rest.trim();
             (!token.is_empty()).then(|| token.to_string())
         }
-        None if value.eq_ignore_ascii_case("bearer") => None,
+        None if !value.contains('.') => None,
         None => Some(value.to_string()),
     }
 }
@@ -282,13 +300,45 @@ mod tests {
     }
 
     #[test]
+    fn token_locations_name_every_source_holding_a_token_even_disagreeing_ones() {
+        let sources = vec![
+            TokenSource::Header {
+                name: "authorization".into(),
+            },
+            TokenSource::Query {
+                name: "access_token".into(),
+            },
+            TokenSource::Cookie { name: "t".into() },
+        ];
+        let h = headers(&[
+            ("authorization", "Bearer a.b.c"),
+            (":path", "/x?access_token=d.e.f"),
+            ("cookie", "other=1"),
+        ]);
+        assert_eq!(extract_token(&sources, &h), Err(AuthError::AmbiguousToken));
+        assert_eq!(token_locations(&sources, &h), [0, 1]);
+        let basic = headers(&[("authorization", "Basic dXNlcjpwYXNz"), (":path", "/x")]);
+        assert!(token_locations(&sources, basic).is_empty());
+    }
+
+    #[test]
     fn raw_token_is_accepted_like_api_gateway() {
         assert_eq!(token_from("a.b.c"), Ok("a.b.c".into()));
     }
 
     #[test]
     fn other_schemes_and_empty_bearer_are_no_token() {
-        for v in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "", "   "] {
+        for v in [
+            "Basic dXNlcjpwYXNz",
+            "Bearer",
+            "Bearer   ",
+            "",
+            "   ",
+            "Basic",
+            "Negotiate",
+            "NTLM",
+            "bearer",
+        ] {
             assert_eq!(token_from(v), Err(AuthError::NoToken), "{v:?}");
         }
         assert_eq!(

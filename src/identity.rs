@@ -5,6 +5,43 @@ use serde_json::Value;
 use crate::config::ClaimHeader;
 use crate::verify::VerifiedToken;
 
+/// A header name as servers that map headers to variables read it: case folded and `_`
+/// read as `-` (CGI, WSGI, Rack and PHP give `x_cognito_sub` and `x-cognito-sub` one name).
+pub fn folded_header_name(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'_' => '-',
+            b => char::from(b.to_ascii_lowercase()),
+        })
+        .collect()
+}
+
+/// The request headers (by their name as sent) that a client must not set: every header whose
+/// folded name is one the filter sets for the upstream (`protected`, already folded).
+pub fn forged_headers<'a>(
+    names: impl Iterator<Item = &'a str>,
+    protected: &[String],
+) -> Vec<&'a str> {
+    let mut forged: Vec<&str> = Vec::new();
+    for name in names {
+        let hit = name.len() >= 2
+            && protected.iter().any(|p| {
+                p.len() == name.len()
+                    && p.bytes().zip(name.bytes()).all(|(p, n)| {
+                        p == if n == b'_' {
+                            b'-'
+                        } else {
+                            n.to_ascii_lowercase()
+                        }
+                    })
+            });
+        if hit && !forged.contains(&name) {
+            forged.push(name);
+        }
+    }
+    forged
+}
+
 /// The claim headers to add for a verified token: (header, value), in configuration order.
 /// Claims the token lacks (or that are `null`) produce no header.
 pub fn claim_headers(mapping: &[ClaimHeader], token: &VerifiedToken) -> Vec<(String, String)> {
@@ -49,6 +86,34 @@ pub fn sanitize(raw: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn forged_identity_headers_are_found_in_every_spelling() {
+        let protected = vec![
+            folded_header_name("x-cognito-sub"),
+            folded_header_name("x-cognito-authorizer-decision"),
+        ];
+        let sent = [
+            ":path",
+            "x-cognito-sub",
+            "x_cognito_sub",
+            "X_Cognito_Sub",
+            "x-cognito_authorizer-decision",
+            "x-cognito-subject",
+            "x-cognito-sub",
+            "host",
+        ];
+        assert_eq!(
+            forged_headers(sent.into_iter(), &protected),
+            [
+                "x-cognito-sub",
+                "x_cognito_sub",
+                "X_Cognito_Sub",
+                "x-cognito_authorizer-decision"
+            ]
+        );
+        assert!(forged_headers(["host", "x-other"].into_iter(), &protected).is_empty());
+    }
 
     #[test]
     fn values_are_rendered_as_spec_says() {

@@ -54,6 +54,8 @@ pub struct FetchSchedule {
     pub next_fetch_ms: u64,
     /// A VM holds the fetch lease since then.
     pub in_flight_since_ms: Option<u64>,
+    /// Which VM holds the lease (a random id per VM; 0: unknown, from an older module).
+    pub lease_holder: u64,
     pub last_kid_refetch_ms: Option<u64>,
     /// Fetches finished (either way): waiting requests re-check when it moves.
     pub completions: u64,
@@ -68,9 +70,10 @@ impl FetchSchedule {
         }
     }
 
-    /// Takes the fetch lease.
-    pub fn fetch_started(&mut self, now_ms: u64) {
+    /// VM `holder` takes the fetch lease.
+    pub fn fetch_started(&mut self, now_ms: u64, holder: u64) {
         self.in_flight_since_ms = Some(now_ms);
+        self.lease_holder = holder;
     }
 
     pub fn in_flight(&self, now_ms: u64, timing: &KeyTiming) -> bool {
@@ -97,10 +100,15 @@ impl FetchSchedule {
         false
     }
 
-    /// The VM holding the lease went away without an answer: due again at once.
-    pub fn lease_abandoned(&mut self) {
+    /// VM `holder` goes away with its fetch unanswered: due again at once. True when the
+    /// lease was still its own; a lease another VM has taken since is left alone.
+    pub fn lease_abandoned(&mut self, holder: u64) -> bool {
+        if self.in_flight_since_ms.is_none() || self.lease_holder != holder {
+            return false;
+        }
         self.in_flight_since_ms = None;
         self.next_fetch_ms = 0;
+        true
     }
 
     /// A valid key set was published: next refresh in `refresh_ms`.
@@ -137,23 +145,26 @@ impl FetchSchedule {
         allowed
     }
 
-    /// Text form kept in shared data: `v1 failures next in_flight last_kid completions`
-    /// (0 for "none").
+    /// Text form kept in shared data:
+    /// `v2 failures next in_flight last_kid completions lease_holder` (0 for "none").
+    /// `v1` (without the holder) is still read: a module upgrade keeps shared data.
     pub fn encode(&self) -> String {
         format!(
-            "v1 {} {} {} {} {}",
+            "v2 {} {} {} {} {} {}",
             self.failures,
             self.next_fetch_ms,
             self.in_flight_since_ms.unwrap_or(0),
             self.last_kid_refetch_ms.unwrap_or(0),
-            self.completions
+            self.completions,
+            self.lease_holder
         )
     }
 
     pub fn decode(text: &[u8]) -> Option<FetchSchedule> {
         let text = std::str::from_utf8(text).ok()?;
         let mut fields = text.split(' ');
-        if fields.next()? != "v1" {
+        let version = fields.next()?;
+        if version != "v1" && version != "v2" {
             return None;
         }
         let mut next = || fields.next().and_then(|f| f.parse::<u64>().ok());
@@ -162,12 +173,14 @@ impl FetchSchedule {
         let in_flight = next()?;
         let last_kid = next()?;
         let completions = next()?;
+        let lease_holder = if version == "v2" { next()? } else { 0 };
         Some(FetchSchedule {
             failures,
             next_fetch_ms,
             in_flight_since_ms: (in_flight != 0).then_some(in_flight),
             last_kid_refetch_ms: (last_kid != 0).then_some(last_kid),
             completions,
+            lease_holder,
         })
     }
 }
@@ -314,6 +327,8 @@ mod tests {
         max_stale_ms: 86_400_000,
         timeout_ms: 5_000,
     };
+    const VM_A: u64 = 0xA;
+    const VM_B: u64 = 0xB;
 
     fn some_keys() -> KeySet {
         let key = RS256KeyPair::generate(2048).unwrap();
@@ -324,7 +339,7 @@ mod tests {
     /// One fetch as the glue runs it: lease, then success, keys installed.
     fn fetch_ok(p: &mut PoolKeys, keys: KeySet, now: u64) {
         let mut s = p.schedule;
-        s.fetch_started(now);
+        s.fetch_started(now, VM_A);
         s.fetch_succeeded(now, &T);
         p.set_keys(keys, now);
         p.observe(s);
@@ -336,7 +351,7 @@ mod tests {
         assert!(p.schedule.fetch_due(0, &T));
         assert_eq!(p.availability(0, &T), Availability::Wait);
         let mut s = p.schedule;
-        s.fetch_started(0);
+        s.fetch_started(0, VM_A);
         p.observe(s);
         assert!(!p.schedule.fetch_due(100, &T));
         assert_eq!(p.availability(100, &T), Availability::Wait);
@@ -352,7 +367,7 @@ mod tests {
     fn first_fetch_failure_gives_503_with_retry_after_until_the_retry_runs() {
         let mut p = PoolKeys::new();
         let mut s = p.schedule;
-        s.fetch_started(0);
+        s.fetch_started(0, VM_A);
         s.fetch_failed(1_000, u64::MAX);
         p.observe(s);
         // backoff after 1 failure is in [500, 1000] ms.
@@ -361,7 +376,7 @@ mod tests {
             Availability::Unavailable { retry_after_s: 1 }
         );
         assert!(p.schedule.fetch_due(2_000, &T));
-        s.fetch_started(2_000);
+        s.fetch_started(2_000, VM_A);
         p.observe(s);
         assert_eq!(p.availability(2_000, &T), Availability::Wait);
     }
@@ -371,7 +386,7 @@ mod tests {
         let mut p = PoolKeys::new();
         fetch_ok(&mut p, some_keys(), 0);
         let mut s = p.schedule;
-        s.fetch_started(T.refresh_ms);
+        s.fetch_started(T.refresh_ms, VM_A);
         s.fetch_failed(T.refresh_ms, 0);
         p.observe(s);
         assert!(p.is_stale(T.refresh_ms + 1, &T));
@@ -424,11 +439,11 @@ mod tests {
     #[test]
     fn unknown_kid_refetch_is_rate_limited_per_pool() {
         let mut s = FetchSchedule::default();
-        s.fetch_started(0);
+        s.fetch_started(0, VM_A);
         s.fetch_succeeded(0, &T);
         assert!(s.refetch_for_unknown_kid(1_000, &T));
         assert!(s.fetch_due(1_000, &T));
-        s.fetch_started(1_000);
+        s.fetch_started(1_000, VM_A);
         assert!(
             s.refetch_for_unknown_kid(1_500, &T),
             "joins the fetch in flight"
@@ -442,7 +457,7 @@ mod tests {
     #[test]
     fn a_shorter_refresh_after_a_reload_brings_the_next_fetch_forward() {
         let mut s = FetchSchedule::default();
-        s.fetch_started(0);
+        s.fetch_started(0, VM_A);
         s.fetch_succeeded(0, &T);
         let short = KeyTiming {
             refresh_ms: 1_000,
@@ -460,9 +475,25 @@ mod tests {
     }
 
     #[test]
+    fn only_the_lease_holder_can_abandon_its_lease() {
+        let mut s = FetchSchedule::default();
+        s.fetch_started(0, VM_A);
+        // VM B ends (say, a reload) while A fetches: A's lease stays.
+        assert!(!s.lease_abandoned(VM_B));
+        assert!(s.in_flight(1, &T));
+        assert!(s.lease_abandoned(VM_A));
+        assert!(s.fetch_due(1, &T));
+        // Nothing to abandon once the fetch finished.
+        s.fetch_started(2, VM_A);
+        s.fetch_succeeded(3, &T);
+        assert!(!s.lease_abandoned(VM_A));
+        assert!(!s.fetch_due(4, &T));
+    }
+
+    #[test]
     fn lease_of_a_lost_fetch_expires_after_twice_the_timeout() {
         let mut s = FetchSchedule::default();
-        s.fetch_started(0);
+        s.fetch_started(0, VM_A);
         assert!(!s.fetch_due(9_999, &T));
         assert!(s.in_flight(9_999, &T));
         assert!(s.fetch_due(10_000, &T));
@@ -477,15 +508,29 @@ mod tests {
             in_flight_since_ms: Some(5),
             last_kid_refetch_ms: None,
             completions: 42,
+            lease_holder: 77,
         };
         assert_eq!(FetchSchedule::decode(s.encode().as_bytes()), Some(s));
         assert_eq!(
             FetchSchedule::decode(FetchSchedule::default().encode().as_bytes()),
             Some(FetchSchedule::default())
         );
+        // A schedule written by the previous module version (no lease holder).
+        assert_eq!(
+            FetchSchedule::decode(b"v1 3 10 5 0 42"),
+            Some(FetchSchedule {
+                failures: 3,
+                next_fetch_ms: 10,
+                in_flight_since_ms: Some(5),
+                last_kid_refetch_ms: None,
+                completions: 42,
+                lease_holder: 0,
+            })
+        );
         for bad in [
             "",
             "v2 1 2 3 4 5",
+            "v3 1 2 3 4 5 6",
             "v1 1 2 3",
             "v1 a b c d e",
             "v1 99999999999 0 0 0 0",

@@ -33,7 +33,10 @@ pub mod identity;
 pub mod jwks;
 pub mod keys;
 pub mod metrics;
+pub mod path;
+pub mod request;
 pub mod rules;
+pub mod shared_keys;
 pub mod signature;
 pub mod verify;
 

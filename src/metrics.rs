@@ -19,10 +19,12 @@ pub enum Counter {
     JwksRefetchUnknownKid,
     /// Requests verified with keys past their refresh time (refreshes keep failing).
     StaleKeysServed,
+    /// Requests refused with 400 because their path has too many readings to weigh.
+    DeniedBadRequest,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 12] = [
+    pub const ALL: [Counter; 13] = [
         Counter::Allowed,
         Counter::DeniedMissing,
         Counter::DeniedInvalid,
@@ -35,6 +37,7 @@ impl Counter {
         Counter::CacheMiss,
         Counter::JwksRefetchUnknownKid,
         Counter::StaleKeysServed,
+        Counter::DeniedBadRequest,
     ];
 
     /// Whether the counter is also kept per pool (the cache is per VM, not per pool).
@@ -56,6 +59,7 @@ impl Counter {
             Counter::CacheMiss => "cache_miss",
             Counter::JwksRefetchUnknownKid => "jwks_refetch_unknown_kid",
             Counter::StaleKeysServed => "stale_keys_served",
+            Counter::DeniedBadRequest => "denied_bad_request",
         }
     }
 
@@ -116,6 +120,7 @@ mod tests {
                 "cognito_authorizer.cache_miss",
                 "cognito_authorizer.jwks_refetch_unknown_kid",
                 "cognito_authorizer.stale_keys_served",
+                "cognito_authorizer.denied_bad_request",
             ]
         );
         assert_eq!(

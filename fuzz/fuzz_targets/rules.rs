@@ -1,12 +1,14 @@
-//! A request (method, `:path`, one header) through `normalize_path` and `first_match` on a
+//! A request (method, `:path`, one header) through `path::readings` and `rules::route` on a
 //! fixed rule set compiled by `Config::parse`.
 //!
 //! Input: `METHOD \n PATH \n X-TENANT` (UTF-8, lossily); without a newline the whole input is
 //! the path of a GET.
 //!
-//! Invariants: the normalised path starts with `/`, has no `//`, no `.` or `..` segment, no
-//! `?` or `#`; normalising it again changes nothing; the query string never changes the match;
-//! an ambiguous path (encoded slash, backslash) never gets anonymous access.
+//! Invariants: readings are distinct and hold no query or fragment; the query string never
+//! changes them; the request's own spelling is the first reading; a request that gets
+//! anonymous access gets it under every one of its readings read again (an upstream that
+//! decodes or resolves once more than the filter assumed still serves an anonymous route);
+//! the outcome needs a token whenever some reading selects a `require` rule.
 #![no_main]
 
 #[macro_use]
@@ -16,7 +18,9 @@ mod common;
 use std::sync::OnceLock;
 
 use cognito_authorizer::config::Config;
-use cognito_authorizer::rules::{first_match, normalize_path, RequestFacts, RouteRule, RuleAction};
+use cognito_authorizer::path::readings;
+use cognito_authorizer::request::RequestHeaders;
+use cognito_authorizer::rules::{route, RequestFacts, Route, RouteRule};
 use libfuzzer_sys::fuzz_target;
 
 const RULES: &str = r#"{
@@ -46,25 +50,15 @@ fn rules() -> &'static [RouteRule] {
     })
 }
 
-/// Index of the first matching rule.
-fn decide(
-    method: &str,
-    path: &cognito_authorizer::rules::NormalizedPath,
-    tenant: Option<&str>,
-) -> Option<usize> {
-    let facts = RequestFacts {
-        method,
-        path,
-        header: |name: &str| {
-            if name == "x-tenant" {
-                tenant.map(str::to_string)
-            } else {
-                None
-            }
+fn decide<'r>(method: &str, path: &str, headers: &RequestHeaders) -> Route<'r> {
+    route(
+        rules(),
+        &RequestFacts {
+            method,
+            path,
+            headers,
         },
-    };
-    let rules = rules();
-    first_match(rules, &facts).and_then(|m| rules.iter().position(|r| std::ptr::eq(r, m)))
+    )
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -75,53 +69,36 @@ fuzz_target!(|data: &[u8]| {
         (Some(m), Some(p), t) => (m, p, t),
         _ => return,
     };
-
-    let n = normalize_path(raw);
-    let p = n.as_str();
-    assert!(p.starts_with('/'), "{raw:?} -> {p:?}: not absolute");
-    assert!(!p.contains("//"), "{raw:?} -> {p:?}: empty segment");
-    assert!(
-        !p.split('/').any(|s| s == "." || s == ".."),
-        "{raw:?} -> {p:?}: dot segment left"
-    );
-    assert!(
-        !p.contains(['?', '#']),
-        "{raw:?} -> {p:?}: query or fragment left"
+    let headers = RequestHeaders::new(
+        tenant
+            .map(|t| vec![("x-tenant".to_string(), t.to_string())])
+            .unwrap_or_default(),
     );
 
-    let again = normalize_path(p);
-    let issue = if p.is_ascii() {
-        "path-idempotence"
-    } else {
-        "path-nonascii"
+    let Ok(all) = readings(raw) else {
+        assert_eq!(decide(method, raw, &headers), Route::UnreadablePath);
+        return;
     };
-    check!(
-        issue,
-        again.as_str() == p,
-        "not idempotent: {raw:?} -> {p:?} -> {:?}",
-        again.as_str()
-    );
-
-    let chosen = decide(method, &n, tenant);
-    if let Some(i) = chosen {
-        assert!(
-            !(n.ambiguous && rules()[i].action == RuleAction::Allow),
-            "ambiguous path {raw:?} got anonymous access by rule {i}"
-        );
-    }
-    // What the upstream would see after one more normalisation must not be decided otherwise.
-    if again.as_str() != p {
-        let twice = decide(method, &again, tenant);
-        check!(
-            "path-idempotence-decision",
-            twice == chosen,
-            "{raw:?}: rule {chosen:?} for {p:?}, rule {twice:?} for {:?}",
-            again.as_str()
-        );
-    }
-    // The query string never changes the decision.
+    let own = raw.split(['?', '#']).next().unwrap_or_default();
+    assert_eq!(all.first().map(String::as_str), Some(own), "{raw:?}");
+    let mut unique = all.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), all.len(), "{raw:?}: a reading is listed twice");
     if !raw.contains(['?', '#']) {
-        let with_query = normalize_path(&format!("{raw}?x=/../admin%2F#/public"));
-        assert_eq!(with_query, n, "{raw:?}: the query string changed the path");
+        let with_query = readings(&format!("{raw}?x=/../admin%2F#/public"));
+        assert_eq!(with_query.as_ref(), Ok(&all), "{raw:?}: the query changed the readings");
+    }
+
+    let outcome = decide(method, raw, &headers);
+    if outcome == Route::Anonymous {
+        for reading in &all {
+            let again = decide(method, reading, &headers);
+            check!(
+                "path-reread",
+                matches!(again, Route::Anonymous | Route::UnreadablePath),
+                "{raw:?} is anonymous, but its reading {reading:?} read again is {again:?}"
+            );
+        }
     }
 });

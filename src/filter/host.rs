@@ -10,6 +10,7 @@ use base64::Engine;
 
 use crate::config::Config;
 use crate::metrics::{Counter, Gauge};
+use crate::request::RequestHeaders;
 use crate::signature::{
     decode_verify_result, ec_host_key, ecdsa_signature_to_der, encode_verify_arguments,
     rsa_host_key, self_test, HostCheck, HostKeyKind, SignatureBackend,
@@ -33,27 +34,18 @@ pub fn jitter() -> u64 {
         })
 }
 
-/// A request header by lower-case name. Read as bytes: header values may carry obs-text
-/// (bytes 0x80-0xFF) that is not UTF-8, on which the SDK's string getter panics — one such
+/// Every request header, in one host call. Read as bytes: header values may carry obs-text
+/// (bytes 0x80-0xFF) that is not UTF-8, on which the SDK's string getters panic — one such
 /// request would take the VM down. Invalid bytes become U+FFFD, so a token carrying them is
-/// simply invalid.
-pub fn request_header(name: &str) -> Option<String> {
-    map_value(MapType::HttpRequestHeaders, name)
-}
-
-/// Every value of a request header sent once or several times. Envoy joins repeated
-/// `authorization` headers itself (an inline header), and `:path` is single; any other
-/// header may arrive several times, and each value counts.
-pub fn request_header_values(name: &str) -> Vec<String> {
-    if name == "authorization" || name.starts_with(':') {
-        return request_header(name).into_iter().collect();
-    }
-    hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|(key, _)| key == name)
-        .map(|(_, value)| String::from_utf8_lossy(&value).into_owned())
-        .collect()
+/// simply invalid. Envoy has already joined repeated `authorization` headers into one.
+pub fn request_headers() -> RequestHeaders {
+    RequestHeaders::new(
+        hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
+            .collect(),
+    )
 }
 
 /// A header of the JWKS callout's response (same reason as [`request_header`]).

@@ -1,5 +1,6 @@
-//! One request through the decision flow of SPEC §1. [`authorize`] works on the host's
-//! *current* request, so the root context can re-run it for a request that waited for keys.
+//! One request through the decision flow (README "Behaviour"). [`authorize`] works on the
+//! host's *current* request, so the root context can re-run it for a request that waited for
+//! keys.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -9,34 +10,23 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
-use super::host::{
-    self, property, request_header, request_header_values, set_property, set_request_header,
-};
+use super::host::{self, property, request_headers, set_property, set_request_header};
 use super::{SharedState, Verified, Waiter};
 use crate::config::{Config, CorsPreflight, Mode, TokenSource};
-use crate::decision::{self, cors_headers, local_reply};
-use crate::error::AuthError;
-use crate::extract::{cookie_header_without, extract_token, path_without_query_param, FoundToken};
-use crate::identity::claim_headers;
+use crate::decision::{self, cors_headers, local_reply, DECISION_HEADER};
+use crate::error::{AuthError, Refusal};
+use crate::extract::{
+    cookie_header_without, extract_token, path_without_query_param, token_locations, FoundToken,
+};
+use crate::identity::{claim_headers, forged_headers};
 use crate::keys::Availability;
 use crate::metrics::Counter;
-use crate::rules::{first_match, normalize_path, RequestFacts, Requirement, RuleAction};
+use crate::request::RequestHeaders;
+use crate::rules::{check_all, route, RequestFacts, Route};
 use crate::verify::{inspect, payload_segment, verify_signature, VerifiedToken};
 
 /// Tick while requests wait for keys: bounds how late a deadline or a due refetch is seen.
 pub const BUSY_TICK: Duration = Duration::from_millis(50);
-/// Header added upstream in `"mode": "report"`; client copies are always removed.
-pub const DECISION_HEADER: &str = "x-cognito-authorizer-decision";
-/// Requests no rule matches need any valid token.
-const ANY_VALID_TOKEN: Requirement = Requirement {
-    scopes_any: Vec::new(),
-    scopes_all: Vec::new(),
-    groups_any: Vec::new(),
-    groups_all: Vec::new(),
-    claims: Vec::new(),
-    token_use: None,
-    scopes_imply_access: false,
-};
 
 pub struct Filter {
     context_id: u32,
@@ -70,17 +60,23 @@ impl Drop for Filter {
 
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        let mut headers = request_headers();
         #[cfg(feature = "fault-injection")]
         #[allow(clippy::panic)]
-        if request_header("x-cognito-authorizer-fault").as_deref() == Some("panic") {
+        if headers.first("x-cognito-authorizer-fault") == Some("panic") {
             panic!("fault injection: x-cognito-authorizer-fault: panic");
         }
         let config = Rc::clone(&self.state.borrow().config);
-        // Always, even on anonymous routes: no client may forge identity headers.
-        for header in config.identity_headers() {
-            set_request_header(header, None);
+        // Always, even on anonymous routes, and in every spelling (`x_cognito_sub` is
+        // `x-cognito-sub` to CGI-style servers): no client may forge identity headers.
+        let forged: Vec<String> = forged_headers(headers.names(), &config.protected_headers)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        for name in &forged {
+            set_request_header(name, None);
         }
-        set_request_header(DECISION_HEADER, None);
+        headers.remove(|name| forged.iter().any(|f| f == name));
         authorize(
             &self.state,
             Request {
@@ -88,6 +84,7 @@ impl HttpContext for Filter {
                 kid_refetched: false,
                 deadline_ms: None,
             },
+            &headers,
         )
     }
 }
@@ -101,68 +98,87 @@ pub struct Request {
     pub deadline_ms: Option<u64>,
 }
 
-/// Decides the current request. `Continue`: let it through (headers already set).
-/// `Pause`: answered locally, or waiting for keys (the root will call this again).
-pub fn authorize(state: &SharedState, request: Request) -> Action {
+/// Decides the current request, whose headers the caller read. `Continue`: let it through
+/// (headers already set). `Pause`: answered locally, or waiting for keys (the root will call
+/// this again).
+pub fn authorize(state: &SharedState, request: Request, headers: &RequestHeaders) -> Action {
     let config = Rc::clone(&state.borrow().config);
-    let method = request_header(":method").unwrap_or_default();
-    let rule = if config.rules.is_empty() {
-        None
-    } else {
-        let raw_path = request_header(":path").unwrap_or_default();
-        let path = normalize_path(&raw_path);
-        let facts = RequestFacts {
-            method: &method,
-            path: &path,
-            header: request_header,
-        };
-        first_match(&config.rules, &facts)
+    let method = headers.method();
+    let facts = RequestFacts {
+        method,
+        path: headers.path(),
+        headers,
     };
-    let requirement = match rule.map(|r| &r.action) {
-        Some(RuleAction::Allow) => return anonymous(&config, decision::REASON_ALLOW_RULE),
-        Some(RuleAction::Require(r)) => r,
-        None => &ANY_VALID_TOKEN,
+    let requirements = match route(&config.rules, &facts) {
+        Route::Anonymous => return anonymous(&config, headers, decision::REASON_ALLOW_RULE),
+        Route::Token(requirements) => requirements,
+        Route::UnreadablePath => {
+            let refused = Refused::new(AuthError::UnreadablePath, None);
+            return refuse(state, &config, headers, &refused, None);
+        }
     };
     // Browsers send preflights without credentials: demanding a token would break CORS.
     if config.cors_preflight == CorsPreflight::Bypass
         && method == "OPTIONS"
-        && request_header("origin").is_some()
-        && request_header("access-control-request-method").is_some()
+        && headers.first("origin").is_some()
+        && headers.first("access-control-request-method").is_some()
     {
-        return anonymous(&config, decision::REASON_CORS_PREFLIGHT);
+        return anonymous(&config, headers, decision::REASON_CORS_PREFLIGHT);
     }
-    let found = match extract_token(&config.token_sources, request_header_values) {
+    let found = match extract_token(&config.token_sources, |name| headers.all_values(name)) {
         Ok(found) => found,
-        Err(e) => return refuse(state, &config, &e, None, None, requirement, 0),
+        Err(e) => return refuse(state, &config, headers, &Refused::new(e, None), None),
     };
     let verified = match verify(state, &config, &found.token, request) {
         Step::Verified(v) => v,
         Step::Wait => return Action::Pause,
-        Step::Refused(e, pool, retry_after) => {
-            return refuse(state, &config, &e, pool, None, requirement, retry_after)
-        }
+        Step::Refused(refused) => return refuse(state, &config, headers, &refused, None),
     };
-    let pool = Some(verified.token.pool);
-    if let Err(failed) = requirement.check(&verified.token) {
-        let error = AuthError::RequirementNotMet(failed);
-        return refuse(
-            state,
-            &config,
-            &error,
-            pool,
-            Some(&verified.token),
-            requirement,
-            0,
+    if let Err((failed, requirement)) = check_all(&requirements, &verified.token) {
+        let mut refused = Refused::new(
+            AuthError::RequirementNotMet(failed),
+            Some(verified.token.pool),
         );
+        refused.scope_hint = requirement.scope_hint();
+        return refuse(state, &config, headers, &refused, Some(&verified.token));
     }
-    allow(state, &config, &found, &verified)
+    allow(state, &config, headers, &found, &verified)
+}
+
+/// Why a request is refused, and what the reply needs to say so.
+#[derive(Debug)]
+struct Refused {
+    error: AuthError,
+    /// The pool, once the token's issuer named one.
+    pool: Option<usize>,
+    /// Seconds, for a 503.
+    retry_after: u64,
+    /// The scopes a failed route requirement asked for (a 403's `www-authenticate`).
+    scope_hint: String,
+}
+
+impl Refused {
+    fn new(error: AuthError, pool: Option<usize>) -> Self {
+        Refused {
+            error,
+            pool,
+            retry_after: 0,
+            scope_hint: String::new(),
+        }
+    }
+
+    fn unavailable(pool: usize, retry_after: u64) -> Self {
+        Refused {
+            retry_after,
+            ..Refused::new(AuthError::KeysUnavailable, Some(pool))
+        }
+    }
 }
 
 enum Step {
     Verified(Rc<Verified>),
     Wait,
-    /// Reason, pool (when known), retry-after seconds (for 503).
-    Refused(AuthError, Option<usize>, u64),
+    Refused(Refused),
 }
 
 /// The verified token from the cache, or verified now; or wait for keys.
@@ -173,6 +189,8 @@ fn verify(state: &SharedState, config: &Config, token: &str, request: Request) -
     let s = &mut *guard;
     let timing = s.timing;
 
+    // A request that waited for keys is decided again: it was counted the first time.
+    let first_attempt = request.deadline_ms.is_none();
     if let Some(hit) = s.cache.get(token, now).cloned() {
         // Identical to a fresh answer: the key must still be trusted and the set usable.
         let still_trusted = match s
@@ -186,16 +204,20 @@ fn verify(state: &SharedState, config: &Config, token: &str, request: Request) -
             _ => false,
         };
         if still_trusted {
-            s.metrics.count(Counter::CacheHit, None);
+            if first_attempt {
+                s.metrics.count(Counter::CacheHit, None);
+            }
             return Step::Verified(hit);
         }
         s.cache.remove(token);
     }
-    s.metrics.count(Counter::CacheMiss, None);
+    if first_attempt {
+        s.metrics.count(Counter::CacheMiss, None);
+    }
 
     let unverified = match inspect(token, config) {
         Ok(u) => u,
-        Err(rejected) => return Step::Refused(rejected.reason, rejected.pool, 0),
+        Err(rejected) => return Step::Refused(Refused::new(rejected.reason, rejected.pool)),
     };
     let pool = unverified.pool;
     let keys_here = s.pools.get(pool).and_then(|slot| slot.keys.keys());
@@ -205,7 +227,7 @@ fn verify(state: &SharedState, config: &Config, token: &str, request: Request) -
         s.sync_pool(pool);
     }
     let Some(slot) = s.pools.get_mut(pool) else {
-        return Step::Refused(AuthError::UnknownIssuer, None, 0);
+        return Step::Refused(Refused::new(AuthError::UnknownIssuer, None));
     };
     let deadline_ms = request
         .deadline_ms
@@ -267,16 +289,16 @@ fn verify(state: &SharedState, config: &Config, token: &str, request: Request) -
                     if join {
                         wait(s, true)
                     } else {
-                        Step::Refused(AuthError::UnknownKeyId, Some(pool), 0)
+                        Step::Refused(Refused::new(AuthError::UnknownKeyId, Some(pool)))
                     }
                 }
-                Err(e) => Step::Refused(e, Some(pool), 0),
+                Err(e) => Step::Refused(Refused::new(e, Some(pool))),
             }
         }
         Availability::Wait if !deadline_passed => wait(s, request.kid_refetched),
-        Availability::Wait => Step::Refused(AuthError::KeysUnavailable, Some(pool), 1),
+        Availability::Wait => Step::Refused(Refused::unavailable(pool, 1)),
         Availability::Unavailable { retry_after_s } => {
-            Step::Refused(AuthError::KeysUnavailable, Some(pool), retry_after_s)
+            Step::Refused(Refused::unavailable(pool, retry_after_s))
         }
     }
 }
@@ -286,25 +308,26 @@ fn pool_name(config: &Config, pool: Option<usize>) -> &str {
         .map_or("-", |p| p.name.as_str())
 }
 
-#[allow(clippy::too_many_arguments)]
 fn refuse(
     state: &SharedState,
     config: &Config,
-    error: &AuthError,
-    pool: Option<usize>,
+    headers: &RequestHeaders,
+    refused: &Refused,
     token: Option<&VerifiedToken>,
-    requirement: &Requirement,
-    retry_after: u64,
 ) -> Action {
+    let error = &refused.error;
     let refusal = error.refusal();
-    state.borrow().metrics.count(refusal.counter(), pool);
+    state
+        .borrow()
+        .metrics
+        .count(refusal.counter(), refused.pool);
     debug!(
         "refused: reason={error} class={} pool={}",
         refusal.reason(),
-        pool_name(config, pool)
+        pool_name(config, refused.pool)
     );
     set_property(property::REASON, refusal.reason());
-    if let Some(p) = pool.and_then(|p| config.pools.get(p)) {
+    if let Some(p) = refused.pool.and_then(|p| config.pools.get(p)) {
         set_property(property::POOL, &p.name);
     }
     // A 403 comes after a verified token: who was refused is known, and logged.
@@ -314,37 +337,44 @@ fn refuse(
     if config.mode == Mode::Report {
         set_property(property::DECISION, "report");
         set_request_header(DECISION_HEADER, Some(refusal.reason()));
+        remove_tokens(config, headers, None);
         return Action::Continue;
     }
     set_property(property::DECISION, "deny");
-    let scope_hint = if error.refusal() == crate::error::Refusal::Forbidden {
-        requirement.scope_hint()
+    let scope_hint = if refusal == Refusal::Forbidden {
+        refused.scope_hint.as_str()
     } else {
-        String::new()
+        ""
     };
-    let reply = local_reply(error, &config.realm, &scope_hint, retry_after);
-    let origin = request_header("origin");
-    let cors = cors_headers(origin.as_deref(), &config.cors_allow_origins);
-    let headers: Vec<(&str, &str)> = reply
+    let reply = local_reply(error, &config.realm, scope_hint, refused.retry_after);
+    let cors = cors_headers(headers.first("origin"), &config.cors_allow_origins);
+    let reply_headers: Vec<(&str, &str)> = reply
         .headers
         .iter()
         .chain(cors.iter())
         .map(|(n, v)| (*n, v.as_str()))
         .collect();
-    let _ = hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes()));
+    let _ = hostcalls::send_http_response(reply.status, reply_headers, Some(reply.body.as_bytes()));
     Action::Pause
 }
 
-fn anonymous(config: &Config, reason: &'static str) -> Action {
+fn anonymous(config: &Config, headers: &RequestHeaders, reason: &'static str) -> Action {
     set_property(property::DECISION, "anonymous");
     set_property(property::REASON, reason);
     if config.mode == Mode::Report {
         set_request_header(DECISION_HEADER, Some(reason));
     }
+    remove_tokens(config, headers, None);
     Action::Continue
 }
 
-fn allow(state: &SharedState, config: &Config, found: &FoundToken, verified: &Verified) -> Action {
+fn allow(
+    state: &SharedState,
+    config: &Config,
+    headers: &RequestHeaders,
+    found: &FoundToken,
+    verified: &Verified,
+) -> Action {
     for (header, value) in &verified.claim_headers {
         set_request_header(header, Some(value));
     }
@@ -353,9 +383,7 @@ fn allow(state: &SharedState, config: &Config, found: &FoundToken, verified: &Ve
             set_request_header(header, Some(payload));
         }
     }
-    if !config.forward_token {
-        remove_token(config, found);
-    }
+    remove_tokens(config, headers, Some(&found.sources));
     let token = &verified.token;
     state
         .borrow()
@@ -383,26 +411,45 @@ fn publish_identity(token: &VerifiedToken) {
     }
 }
 
-/// `forward_token: false`: the upstream never sees the token, wherever it came from.
-fn remove_token(config: &Config, found: &FoundToken) {
-    for source in found
-        .sources
-        .iter()
-        .filter_map(|i| config.token_sources.get(*i))
-    {
+/// `forward_token: false`: the upstream never sees the token, wherever it came from — on
+/// anonymous routes, CORS preflights and report-mode refusals too. `found`: the sources of
+/// the verified token; otherwise every source holding something read as a token.
+fn remove_tokens(config: &Config, headers: &RequestHeaders, found: Option<&[usize]>) {
+    if config.forward_token {
+        return;
+    }
+    let located;
+    let sources = match found {
+        Some(sources) => sources,
+        None => {
+            located = token_locations(&config.token_sources, |name| headers.all_values(name));
+            &located
+        }
+    };
+    let mut path: Option<String> = None;
+    let mut cookies: Option<Option<String>> = None;
+    for source in sources.iter().filter_map(|i| config.token_sources.get(*i)) {
         match source {
             TokenSource::Header { name } | TokenSource::HeaderWithPrefix { name, .. } => {
                 set_request_header(name, None);
             }
             TokenSource::Query { name } => {
-                if let Some(path) = request_header(":path") {
-                    set_request_header(":path", Some(&path_without_query_param(&path, name)));
-                }
+                let current = path.as_deref().unwrap_or(headers.path());
+                path = Some(path_without_query_param(current, name));
             }
             TokenSource::Cookie { name } => {
-                let cookies = request_header_values("cookie").join("; ");
-                set_request_header("cookie", cookie_header_without(&cookies, name).as_deref());
+                let current = match &cookies {
+                    Some(c) => c.clone().unwrap_or_default(),
+                    None => headers.all_values("cookie").join("; "),
+                };
+                cookies = Some(cookie_header_without(&current, name));
             }
         }
+    }
+    if let Some(path) = path {
+        set_request_header(":path", Some(&path));
+    }
+    if let Some(cookies) = cookies {
+        set_request_header("cookie", cookies.as_deref());
     }
 }

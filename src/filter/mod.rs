@@ -3,8 +3,9 @@
 //! results, and carries out what the core decided.
 //!
 //! - `root`: configuration, JWKS fetches and refreshes, waking requests that wait for keys.
-//! - `http`: one request: the decision flow of SPEC §1.
-//! - `host`: metrics, properties, clock — small wrappers over host calls.
+//! - `http`: one request: the decision flow (README "Behaviour").
+//! - `host`: metrics, properties, clock, request headers — small wrappers over host calls.
+//! - `shared`: the host's shared data behind the pure `shared_keys` protocol.
 
 mod host;
 mod http;
@@ -44,6 +45,8 @@ pub(crate) struct VmState {
     pub metrics: host::Metrics,
     /// Signature checks by the host, where its self-test passed.
     pub host_crypto: host::HostCrypto,
+    /// This VM's identity as a fetch-lease holder.
+    pub vm_id: u64,
 }
 
 pub(crate) type SharedState = Rc<RefCell<VmState>>;

@@ -14,7 +14,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 use super::host::{self, now_ms, HostCrypto, Metrics};
 use super::http::{self, Request};
-use super::shared::SharedKeys;
+use super::shared::{HostSharedData, SharedKeys};
 use super::{PoolSlot, SharedState, VmState};
 use crate::cache::TokenCache;
 use crate::config::{Config, SignatureBackendChoice};
@@ -60,7 +60,7 @@ impl Root {
         let now = now_ms();
         let pool_count = state.borrow().pools.len();
         for pool in 0..pool_count {
-            let (shared, timing, due) = {
+            let (shared, timing, due, vm_id) = {
                 let s = state.borrow();
                 let Some(slot) = s.pools.get(pool) else {
                     continue;
@@ -69,6 +69,7 @@ impl Root {
                     slot.shared.clone(),
                     s.timing,
                     slot.keys.schedule.fetch_due(now, &s.timing),
+                    s.vm_id,
                 )
             };
             if !due {
@@ -77,7 +78,7 @@ impl Root {
             let Some((won, schedule)) = shared.update(|sch| {
                 let due = sch.fetch_due(now, &timing);
                 if due {
-                    sch.fetch_started(now);
+                    sch.fetch_started(now, vm_id);
                 }
                 due
             }) else {
@@ -160,7 +161,7 @@ impl Root {
                 kid_refetched: waiter.kid_refetched,
                 deadline_ms: Some(waiter.deadline_ms),
             };
-            if http::authorize(state, request) == Action::Continue {
+            if http::authorize(state, request, &host::request_headers()) == Action::Continue {
                 let _ = hostcalls::resume_http_request();
             }
         }
@@ -272,12 +273,11 @@ impl Context for Root {
     /// A VM going away mid-fetch hands its lease back, so another worker fetches at once.
     fn on_done(&mut self) -> bool {
         if let Some(state) = &self.state {
+            let s = state.borrow();
             for pool in self.fetches.values() {
-                if let Some(slot) = state.borrow().pools.get(*pool) {
-                    let _ = slot.shared.update(|s| {
-                        s.lease_abandoned();
-                        true
-                    });
+                if let Some(slot) = s.pools.get(*pool) {
+                    // Only a lease this VM still holds: another VM may have taken it since.
+                    let _ = slot.shared.update(|sch| sch.lease_abandoned(s.vm_id));
                 }
             }
         }
@@ -355,7 +355,7 @@ impl RootContext for Root {
                 .iter()
                 .map(|p| PoolSlot {
                     keys: PoolKeys::new(),
-                    shared: SharedKeys::for_pool(p),
+                    shared: SharedKeys::for_pool(p, HostSharedData),
                     envelope_cas: None,
                 })
                 .collect(),
@@ -364,6 +364,8 @@ impl RootContext for Root {
             busy_tick: false,
             metrics: Metrics::define(&config),
             host_crypto,
+            // Tells this VM's fetch leases from other VMs' (never 0: "unknown holder").
+            vm_id: host::jitter() | 1,
             config: Rc::new(config),
         }));
         self.state = Some(Rc::clone(&state));
@@ -372,6 +374,10 @@ impl RootContext for Root {
         // first fetch starts now, not on the first request or tick: cold start is one round trip.
         // After a reload with a shorter refresh period, the shared schedule (kept across
         // reloads with the keys) must not wait for the old, longer one.
+        // The schedule entries exist before any tick can take a lease (see shared_keys).
+        for slot in state.borrow().pools.iter() {
+            slot.shared.ensure_schedule();
+        }
         self.sync_pools(&state);
         let (now, timing) = (now_ms(), state.borrow().timing);
         for slot in state.borrow().pools.iter() {

@@ -154,17 +154,25 @@ def test_encoded_slash_under_public_is_never_anonymous(envoys, upstream, setting
         assert_missing(resp, upstream)
 
 
-# --- case: paths are case-sensitive ------------------------------------------------------
+# --- case: some upstreams fold it ---------------------------------------------------------
 
 
 @pytest.mark.parametrize("setting", SETTINGS)
 @pytest.mark.parametrize("path", ["/ADMIN", "/Admin/x"])
-def test_upper_case_admin_is_another_path_needing_any_valid_token(
-    envoys, upstream, user_token, setting, path
+def test_upper_case_admin_needs_an_admin_because_some_upstreams_fold_case(
+    envoys, upstream, user_token, admin_token, setting, path
 ):
-    # Not anonymous: the default rule (any valid token) applies...
+    # /ADMIN is /admin to a case-insensitive upstream (IIS, ASP.NET): the /admin rule
+    # applies as well as the default one, so a non-admin is refused...
     assert_missing(send(envoys, setting, upstream, path), upstream)
-    # ...and a non-admin's token passes, because /ADMIN is not /admin to the rule — nor to
-    # a case-sensitive upstream, which receives it unchanged.
-    seen = assert_allowed(send(envoys, setting, upstream, path, user_token), upstream)
+    assert_forbidden(send(envoys, setting, upstream, path, user_token), upstream)
+    # ...and an admin reaches the upstream, which receives the path unchanged.
+    seen = assert_allowed(send(envoys, setting, upstream, path, admin_token), upstream)
     assert seen.raw_path == path
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_upper_case_public_path_is_not_anonymous(envoys, upstream, user_token, setting):
+    # Its literal reading is not under /public: a token is needed, any valid one.
+    assert_missing(send(envoys, setting, upstream, "/PUBLIC/x"), upstream)
+    assert_allowed(send(envoys, setting, upstream, "/PUBLIC/x", user_token), upstream)

@@ -1,0 +1,71 @@
+//! The request headers as the filter reads them: once per request, in one host call, with
+//! every value of a repeated header kept in arrival order.
+
+/// Request headers, names lower-case (as Envoy gives them), pseudo-headers (`:path`,
+/// `:method`) included.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestHeaders {
+    entries: Vec<(String, String)>,
+}
+
+impl RequestHeaders {
+    pub fn new(entries: Vec<(String, String)>) -> Self {
+        RequestHeaders { entries }
+    }
+
+    /// The first value of `name`.
+    pub fn first<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        self.values(name).next()
+    }
+
+    /// Every value of `name`, in arrival order (none when absent).
+    pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.entries
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `name`, owned (the token extraction's view).
+    pub fn all_values(&self, name: &str) -> Vec<String> {
+        self.values(name).map(str::to_string).collect()
+    }
+
+    /// Drops every header whose name `drop` selects (after the filter removed it upstream).
+    pub fn remove(&mut self, drop: impl Fn(&str) -> bool) {
+        self.entries.retain(|(name, _)| !drop(name));
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(n, _)| n.as_str())
+    }
+
+    pub fn method(&self) -> &str {
+        self.first(":method").unwrap_or_default()
+    }
+
+    /// The request target as sent (`:path`, query included).
+    pub fn path(&self) -> &str {
+        self.first(":path").unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_headers_keep_every_value_in_order() {
+        let h = RequestHeaders::new(vec![
+            (":method".into(), "GET".into()),
+            (":path".into(), "/x?y".into()),
+            ("x-tenant".into(), "other".into()),
+            ("x-tenant".into(), "acme".into()),
+        ]);
+        assert_eq!(h.values("x-tenant").collect::<Vec<_>>(), ["other", "acme"]);
+        assert_eq!(h.first("x-tenant"), Some("other"));
+        assert_eq!(h.method(), "GET");
+        assert_eq!(h.path(), "/x?y");
+        assert_eq!(h.values("absent").count(), 0);
+    }
+}
