@@ -77,6 +77,9 @@ def test_request_before_keys_arrive_waits_and_passes(start_envoy, jwks, upstream
     assert_allowed(resp, upstream)
     assert resp.elapsed >= 0.5  # it really waited for the keys
     assert jwks.fetches()[0].answered_at >= released_at
+    # Decided twice (before and after the keys), counted once.
+    assert envoy.counter("cache_miss") == 1
+    assert envoy.counter("cache_hit") == 0
 
 
 def test_request_waits_for_slow_first_fetch(start_envoy, jwks, upstream, valid_id_token):

@@ -18,9 +18,14 @@ from support.assertions import Outcomes, assert_missing
         {"Authorization": "Bearer"},
         {"Authorization": "bearer   "},
         {"Authorization": ""},
+        # A scheme without credentials is a scheme, not a raw token (a JWT has two dots).
+        {"Authorization": "Basic"},
+        {"Authorization": "Negotiate"},
+        {"Authorization": "NTLM"},
     ],
     ids=["no-header", "basic-credentials", "basic-abc", "bearer-space", "bearer-alone",
-         "lowercase-bearer-spaces", "empty-header"],
+         "lowercase-bearer-spaces", "empty-header", "bare-basic", "bare-negotiate",
+         "bare-ntlm"],
 )  # fmt: skip
 def test_request_without_bearer_token_gets_401_without_error(authorizer, upstream, headers):
     outcomes = Outcomes(authorizer)

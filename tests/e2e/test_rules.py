@@ -50,6 +50,7 @@ RULES = [
         "require": {"claims": {"custom:tenant": ["acme"]}},
     },
     {"match": {"prefix": "/tenant"}, "require": {"groups": ["tenant-admins"]}},
+    {"match": {"prefix": "/partner", "headers": {"x-partner": "yes"}}, "allow": True},
     {"match": {"path_template": "/users/{id}"}, "require": {"token_use": "id"}},
     {"match": {"path_template": "/files/**"}, "require": {"token_use": "access"}},
     {"match": {"prefix": "/reports"}, "require": {"scopes": ["reports/read", "reports/admin"]}},
@@ -224,6 +225,37 @@ def test_headers_matcher_without_exact_value_falls_to_next_rule(
     # the next /tenant rule asks for the group tenant-admins, which the acme token lacks
     assert_forbidden(send("/tenant/1", acme, headers=headers), upstream)
     assert_allowed(send("/tenant/1", tenant_admin, headers=headers), upstream)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("x-tenant", "other"), ("x-tenant", "acme")],
+        [("x-tenant", "acme"), ("x-tenant", "other")],
+        [("x-tenant", "other, acme")],
+    ],
+    ids=["acme-last", "acme-first", "acme-in-a-list"],
+)
+def test_headers_matcher_applies_a_require_rule_when_any_value_matches(
+    send, upstream, signing_key, headers
+):
+    """An upstream reading the last (or any) value sees `acme`: the acme rule must apply."""
+    acme = mint_id(signing_key, **{"custom:tenant": "acme"})
+    globex_admin = mint_id(signing_key, groups=["tenant-admins"], **{"custom:tenant": "globex"})
+
+    assert_allowed(send("/tenant/1", acme, headers=headers), upstream)
+    assert_forbidden(send("/tenant/1", globex_admin, headers=headers), upstream)
+
+
+def test_headers_matcher_of_an_allow_rule_needs_every_value_to_match(send, upstream):
+    assert_allowed(send("/partner/x", headers=[("x-partner", "yes")]), upstream)
+    assert_allowed(send("/partner/x", headers=[("x-partner", "yes"), ("x-partner", "yes")]), upstream)
+    for headers in (
+        [("x-partner", "no"), ("x-partner", "yes")],
+        [("x-partner", "yes"), ("x-partner", "no")],
+        [("x-partner", "yes,no")],
+    ):
+        assert_missing(send("/partner/x", headers=headers), upstream)
 
 
 # --- path_template -----------------------------------------------------------------------

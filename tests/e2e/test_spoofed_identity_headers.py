@@ -92,3 +92,45 @@ def test_claim_values_with_line_breaks_are_sanitised(authorizer, upstream, signi
     for name, value in seen.headers:
         assert "\r" not in value and "\n" not in value, f"{name} carries a line break"
     assert seen.header("x-cognito-username").startswith("mallory")
+
+
+# Envoy forwards headers with underscores by default, and CGI/WSGI/Rack/PHP servers read
+# `x_cognito_sub` as `x-cognito-sub`: every spelling of an identity header is removed.
+UNDERSCORED = [
+    ("x_cognito_sub", "victim-uuid"),
+    ("X_Cognito_Username", "victim"),
+    ("x-cognito_groups", "admins"),
+    ("x_cognito_authorizer_decision", "allowed"),
+]
+
+
+def _no_underscored_spelling_survives(seen) -> None:
+    for name, value in UNDERSCORED:
+        for sent, got in seen.headers:
+            assert not (sent.replace("_", "-") == name.lower().replace("_", "-") and got == value), (
+                f"forged {name}: {value} reached the upstream as {sent}"
+            )
+
+
+@pytest.mark.parametrize("path", ["/public", "/public/page?x=1"])
+def test_underscored_identity_headers_are_removed_on_anonymous_routes(authorizer, upstream, path):
+    resp = authorizer.request(path, UNDERSCORED)
+
+    seen = assert_allowed(resp, upstream)
+    _no_underscored_spelling_survives(seen)
+
+
+def test_underscored_identity_headers_are_removed_on_authenticated_routes(
+    authorizer, upstream, signing_key
+):
+    claims = tk.id_claims(TEST_ISSUER, TEST_CLIENT, "dave", ["readers"])
+    token = tk.sign(signing_key, claims)
+
+    resp = authorizer.request("/hello", [("Authorization", f"Bearer {token}"), *UNDERSCORED])
+
+    seen = assert_allowed(resp, upstream)
+    _no_underscored_spelling_survives(seen)
+    # Only the filter's own copy arrives, under its configured name.
+    assert [v for n, v in seen.headers if n.replace("_", "-") == "x-cognito-sub"] == [
+        claims["sub"]
+    ]

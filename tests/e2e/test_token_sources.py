@@ -9,6 +9,8 @@ with `"forward_token": false`; and one whose sources do not include `authorizati
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from support import tokens as tk
@@ -46,6 +48,20 @@ def forwarding(module_envoys, jwks):
 def stripping(module_envoys, jwks):
     config = self_minted_only_config(token_sources=SOURCES, forward_token=False)
     return module_envoys(config, {TEST_CLUSTER: jwks.port}, name="stripping")
+
+
+@pytest.fixture(scope="module")
+def stripping_everywhere(module_envoys, jwks):
+    """forward_token: false with an anonymous route, CORS preflights and report mode."""
+    rules = [{"match": {"prefix": "/public"}, "allow": True}]
+    config = self_minted_only_config(
+        token_sources=SOURCES, forward_token=False, rules=rules, cors_allow_origins=["*"]
+    )
+    report = dict(config, mode="report")
+    return {
+        "enforce": module_envoys(config, {TEST_CLUSTER: jwks.port}, name="stripping-enforce"),
+        "report": module_envoys(report, {TEST_CLUSTER: jwks.port}, name="stripping-report"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -363,3 +379,65 @@ def test_forward_token_false_removes_the_token_cookie_from_every_cookie_header(
     cookies = "; ".join(seen.header_values("cookie"))
     assert token not in cookies
     assert "theme=dark" in cookies and "lang=en" in cookies
+
+
+# --- forward_token: false wherever a request continues ----------------------------------
+
+
+def _carries_no_token(seen, token) -> None:
+    for name, value in seen.headers:
+        assert token not in value, f"the token reached the upstream in {name}"
+    assert token not in (seen.raw_path or ""), "the token reached the upstream in the path"
+
+
+TOKEN_PLACES = {
+    "header": lambda t: ("/public/x", {"Authorization": f"Bearer {t}"}),
+    "query": lambda t: (f"/public/x?a=1&access_token={t}", {}),
+    "cookie": lambda t: ("/public/x", {"Cookie": f"a=1; id_token={t}"}),
+    "two-disagreeing": lambda t: (f"/public/x?access_token={t}", {"X-Api-Token": t + "x"}),
+}
+
+
+@pytest.mark.parametrize("place", list(TOKEN_PLACES))
+def test_forward_token_false_strips_the_token_on_anonymous_routes(
+    stripping_everywhere, upstream, token, place
+):
+    path, headers = TOKEN_PLACES[place](token)
+
+    seen = assert_allowed(req(stripping_everywhere["enforce"], upstream, path, headers), upstream)
+
+    _carries_no_token(seen, token)
+    if place == "query":
+        assert seen.raw_path == "/public/x?a=1"
+
+
+def test_forward_token_false_strips_the_token_from_cors_preflights(
+    stripping_everywhere, upstream, token
+):
+    headers = {
+        "Origin": "https://app.example.test",
+        "Access-Control-Request-Method": "POST",
+        "Authorization": f"Bearer {token}",
+    }
+    upstream.clear()
+    resp = stripping_everywhere["enforce"].request("/items", headers, method="OPTIONS")
+
+    seen = assert_allowed(resp, upstream)
+    _carries_no_token(seen, token)
+
+
+@pytest.mark.parametrize(
+    "path", ["/items", "/items?access_token={t}"], ids=["header", "query"]
+)
+def test_forward_token_false_strips_the_token_from_report_mode_refusals(
+    stripping_everywhere, upstream, signing_key, path
+):
+    expired = tk.sign(signing_key, tk.id_claims(TEST_ISSUER, TEST_CLIENT, "old", now=int(time.time()) - 7200))
+    headers = {} if "?" in path else {"Authorization": f"Bearer {expired}"}
+
+    seen = assert_allowed(
+        req(stripping_everywhere["report"], upstream, path.format(t=expired), headers), upstream
+    )
+
+    assert seen.header("x-cognito-authorizer-decision") == "expired"
+    _carries_no_token(seen, expired)
