@@ -3,6 +3,8 @@
 //
 // Input (stdin): JSON [{"label": "...", "doc": {...}}, ...]
 // Output (stdout): JSON {"<label>": ["<path>: <problem>", ...], ...} (an empty list: valid)
+// With --serve: one such JSON input per line, one output line each (the declarations are
+// parsed once, so a test suite asking many times does not pay for it each time).
 //
 // Two checks per resource, both derived from the upstream schema:
 //  1. the package's compiled JSON Schema validator (types, enums, required fields,
@@ -96,6 +98,9 @@ function literal(value, path, spans, out) {
   spans.push({ path: path || "(document)", start, end: out.length });
 }
 
+// The packages' declarations, parsed once per process.
+const LIBRARY = new Map();
+
 const COMPILER_OPTIONS = {
   strict: true,
   noEmit: true,
@@ -137,8 +142,11 @@ function typeProblems(items) {
   const getSourceFile = host.getSourceFile.bind(host);
   host.readFile = (f) => files.get(f)?.text ?? readFile(f);
   host.fileExists = (f) => files.has(f) || fileExists(f);
-  host.getSourceFile = (f, lang, ...rest) =>
-    files.has(f) ? ts.createSourceFile(f, files.get(f).text, lang) : getSourceFile(f, lang, ...rest);
+  host.getSourceFile = (f, lang, ...rest) => {
+    if (files.has(f)) return ts.createSourceFile(f, files.get(f).text, lang);
+    if (!LIBRARY.has(f)) LIBRARY.set(f, getSourceFile(f, lang, ...rest));
+    return LIBRARY.get(f);
+  };
   const program = ts.createProgram([...files.keys()], COMPILER_OPTIONS, host);
   const out = new Map();
   for (const [name, file] of files) {
@@ -170,21 +178,31 @@ function typeProblems(items) {
 
 // -----------------------------------------------------------------------------------------
 
-const input = JSON.parse(readFileSync(0, "utf8"));
-const result = {};
-const typed = [];
-for (const { label, doc } of input) {
-  const mod = modelModule(doc);
-  if (mod.error) {
-    result[label] = [`(document): ${mod.error}`];
-    continue;
+async function check(input) {
+  const result = {};
+  const typed = [];
+  for (const { label, doc } of input) {
+    const mod = modelModule(doc);
+    if (mod.error) {
+      result[label] = [`(document): ${mod.error}`];
+      continue;
+    }
+    result[label] = await schemaProblems(doc, mod);
+    typed.push({ label, doc, mod });
   }
-  result[label] = await schemaProblems(doc, mod);
-  typed.push({ label, doc, mod });
+  for (const [label, problems] of typeProblems(typed)) {
+    // The same fault is often seen by both checks in different words: keep both, a reader
+    // gets the schema's wording and TypeScript's exact field name.
+    result[label].push(...problems);
+  }
+  return result;
 }
-for (const [label, problems] of typeProblems(typed)) {
-  // The same fault is often seen by both checks in different words: keep both, a reader
-  // gets the schema's wording and TypeScript's exact field name.
-  result[label].push(...problems);
+
+if (process.argv.includes("--serve")) {
+  const { createInterface } = await import("node:readline");
+  for await (const line of createInterface({ input: process.stdin })) {
+    if (line.trim()) process.stdout.write(JSON.stringify(await check(JSON.parse(line))) + "\n");
+  }
+} else {
+  process.stdout.write(JSON.stringify(await check(JSON.parse(readFileSync(0, "utf8")))));
 }
-process.stdout.write(JSON.stringify(result));
