@@ -209,3 +209,16 @@ def test_the_filter_gets_the_configuration_as_envoy_gateway_renders_it():
     doc["spec"]["wasm"][0]["config"]["clock_skew_seconds"] = 60
     _, config_json = validate.wasm_filter(doc, 0, doc["spec"]["wasm"][0], Path("/m.wasm"))
     assert '"clock_skew_seconds":60' in config_json
+
+
+def test_the_readme_securitypolicy_is_valid_for_envoy_gateway():
+    sys.path.insert(0, str(ROOT / "tests" / "crds"))
+    import upstream_schemas
+
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    [policy_doc] = [d for b in blocks for d in yaml.safe_load_all(b) if isinstance(d, dict) and d.get("kind") == "SecurityPolicy"]
+    assert upstream_schemas.problems([("readme", policy_doc)]) == {"readme": []}
+    # The check sees a typo in it.
+    policy_doc["spec"]["jwt"]["providers"][0]["audience"] = policy_doc["spec"]["jwt"]["providers"][0].pop("audiences")
+    assert upstream_schemas.problems([("readme", policy_doc)])["readme"] == [
+        "spec.jwt.providers[0].audience: unknown field audience (the upstream schema has no such field)"]
