@@ -33,6 +33,7 @@ pub mod identity;
 pub mod jwks;
 pub mod keys;
 pub mod metrics;
+pub mod revocation;
 pub mod rules;
 pub mod signature;
 pub mod verify;
