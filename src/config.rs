@@ -12,6 +12,7 @@ use crate::cognito::{jwks_uri_for_issuer, JwksLocation, PoolId, TokenUse};
 use crate::decision::DECISION_HEADER;
 use crate::error::ConfigError;
 use crate::identity::folded_header_name;
+use crate::revocation::{RevocationSource, WireRevocationSource};
 use crate::rules::RouteRule;
 
 /// Validated configuration. Built by [`Config::parse`]; never constructed half-valid.
@@ -42,6 +43,9 @@ pub struct Config {
     pub max_jwks_bytes: usize,
     pub token_cache_size: usize,
     pub signature_backend: SignatureBackendChoice,
+    /// Distinct revocation sources; pools name theirs by index (equal blocks are one source:
+    /// one fetch and one list).
+    pub revocation_sources: Vec<RevocationSource>,
 }
 
 /// Who checks signatures.
@@ -70,6 +74,8 @@ pub struct Pool {
     pub client_ids: Vec<String>,
     /// `None`: not a Cognito pool, `token_use` is not checked.
     pub token_use: Option<AllowedTokenUse>,
+    /// Index of the pool's revocation source in `Config::revocation_sources`.
+    pub revocations: Option<usize>,
 }
 
 /// Which Cognito token kinds a pool accepts.
@@ -192,6 +198,8 @@ struct WirePool {
     issuer: Option<String>,
     #[serde(default)]
     jwks_uri: Option<String>,
+    #[serde(default)]
+    revocations: Option<WireRevocationSource>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -362,8 +370,23 @@ impl Config {
             ));
         }
         let mut pools = Vec::with_capacity(wire.user_pools.len());
-        for (i, wp) in wire.user_pools.into_iter().enumerate() {
-            let pool = validate_pool(wp, &format!("user_pools[{i}]"))?;
+        let mut revocation_sources: Vec<RevocationSource> = Vec::new();
+        for (i, mut wp) in wire.user_pools.into_iter().enumerate() {
+            let wire_revocations = wp.revocations.take();
+            let mut pool = validate_pool(wp, &format!("user_pools[{i}]"))?;
+            if let Some(w) = wire_revocations {
+                let source =
+                    RevocationSource::validate(w, &format!("user_pools[{i}].revocations"))?;
+                pool.revocations = Some(
+                    match revocation_sources.iter().position(|s| *s == source) {
+                        Some(shared) => shared,
+                        None => {
+                            revocation_sources.push(source);
+                            revocation_sources.len() - 1
+                        }
+                    },
+                );
+            }
             if pools.iter().any(|p: &Pool| p.name == pool.name) {
                 return Err(ConfigError::new(
                     format!("user_pools[{i}].name"),
@@ -527,6 +550,7 @@ impl Config {
             max_jwks_bytes: max_jwks_bytes as usize,
             token_cache_size: token_cache_size as usize,
             signature_backend: wire.signature_backend,
+            revocation_sources,
         };
         Ok((config, warnings))
     }
@@ -636,6 +660,7 @@ fn validate_pool(wp: WirePool, path: &str) -> Result<Pool, ConfigError> {
         jwks,
         client_ids,
         token_use,
+        revocations: None,
     })
 }
 
@@ -956,5 +981,37 @@ mod tests {
             r#"{"user_pools":[{"user_pool_id":"us-east-1_X","jwks_cluster":"c"}],"realm":"a\", evil=\"x"}"#,
         );
         assert_eq!(e.path, "realm");
+    }
+
+    #[test]
+    fn pools_with_equal_revocation_sources_share_one() {
+        let c = parse(
+            r#"{"user_pools":[
+              {"user_pool_id":"us-east-1_A","jwks_cluster":"c","revocations":{"cluster":"r","uri":"https://h/doc"}},
+              {"user_pool_id":"us-east-1_B","jwks_cluster":"c","revocations":{"uri":"https://h/doc","cluster":"r","refresh_seconds":30}},
+              {"user_pool_id":"us-east-1_C","jwks_cluster":"c","revocations":{"cluster":"r","uri":"https://h/other"}},
+              {"user_pool_id":"us-east-1_D","jwks_cluster":"c"}]}"#,
+        )
+        .unwrap();
+        let used: Vec<Option<usize>> = c.pools.iter().map(|p| p.revocations).collect();
+        assert_eq!(used, [Some(0), Some(0), Some(1), None]);
+        assert_eq!(c.revocation_sources.len(), 2);
+        assert_eq!(c.revocation_sources[1].location.path, "/other");
+        assert!(parse(MINIMAL).unwrap().revocation_sources.is_empty());
+    }
+
+    #[test]
+    fn revocation_errors_name_the_pool_and_key() {
+        let e = parse(
+            r#"{"user_pools":[{"user_pool_id":"us-east-1_A","jwks_cluster":"c"},
+              {"user_pool_id":"us-east-1_B","jwks_cluster":"c","revocations":{"cluster":"r","uri":"https://h/d","refresh_seconds":0}}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "user_pools[1].revocations.refresh_seconds");
+        let e = parse(
+            r#"{"user_pools":[{"user_pool_id":"us-east-1_A","jwks_cluster":"c","revocations":{"cluster":"r","uri":"https://h/d","on_unavailable":"maybe"}}]}"#,
+        )
+        .unwrap_err();
+        assert!(e.path.starts_with("user_pools[0].revocations"), "{e}");
     }
 }

@@ -6,6 +6,7 @@
 
 use crate::error::{AuthError, Refusal};
 use crate::metrics::Counter;
+use crate::revocation::Revoked;
 
 /// A local reply, ready to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +21,7 @@ pub const CONTENT_TYPE_JSON: &str = "application/json";
 impl Refusal {
     pub fn status(self) -> u32 {
         match self {
-            Refusal::Missing | Refusal::Invalid | Refusal::Expired => 401,
+            Refusal::Missing | Refusal::Invalid | Refusal::Expired | Refusal::Revoked => 401,
             Refusal::Forbidden => 403,
             Refusal::Unavailable => 503,
             Refusal::BadRequest => 400,
@@ -29,7 +30,9 @@ impl Refusal {
 
     pub fn body(self) -> &'static str {
         match self {
-            Refusal::Missing | Refusal::Invalid => r#"{"message":"Unauthorized"}"#,
+            Refusal::Missing | Refusal::Invalid | Refusal::Revoked => {
+                r#"{"message":"Unauthorized"}"#
+            }
             Refusal::Expired => r#"{"message":"The incoming token has expired"}"#,
             Refusal::Forbidden => r#"{"message":"Forbidden"}"#,
             Refusal::Unavailable => r#"{"message":"Service Unavailable"}"#,
@@ -45,6 +48,7 @@ impl Refusal {
             Refusal::Forbidden => Counter::DeniedForbidden,
             Refusal::Unavailable => Counter::Unavailable,
             Refusal::BadRequest => Counter::DeniedBadRequest,
+            Refusal::Revoked => Counter::DeniedRevoked,
         }
     }
 
@@ -57,6 +61,7 @@ impl Refusal {
             Refusal::Forbidden => "forbidden",
             Refusal::Unavailable => "unavailable",
             Refusal::BadRequest => "bad_request",
+            Refusal::Revoked => Revoked::REASON,
         }
     }
 }
@@ -75,6 +80,10 @@ pub fn local_reply(
         Refusal::Invalid => Some(format!(r#"Bearer realm="{realm}", error="invalid_token""#)),
         Refusal::Expired => Some(format!(
             r#"Bearer realm="{realm}", error="invalid_token", error_description="The token has expired""#
+        )),
+        Refusal::Revoked => Some(format!(
+            r#"Bearer realm="{realm}", error="invalid_token", error_description="{}""#,
+            Revoked::ERROR_DESCRIPTION
         )),
         Refusal::Forbidden if scope_hint.is_empty() => Some(format!(
             r#"Bearer realm="{realm}", error="insufficient_scope""#
@@ -211,6 +220,31 @@ mod tests {
         assert_eq!(header(&r, "retry-after"), Some("7"));
         let r = local_reply(&AuthError::KeysUnavailable, "api", "", 0);
         assert_eq!(header(&r, "retry-after"), Some("1"));
+    }
+
+    #[test]
+    fn revoked_token_reply() {
+        let r = local_reply(&AuthError::Revoked, "api", "", 0);
+        assert_eq!(r.status, 401);
+        assert_eq!(r.body, r#"{"message":"Unauthorized"}"#);
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            Some(
+                r#"Bearer realm="api", error="invalid_token", error_description="The access token has been revoked""#
+            )
+        );
+        assert_eq!(header(&r, "retry-after"), None);
+        let refusal = AuthError::Revoked.refusal();
+        assert_eq!(refusal.counter(), Counter::DeniedRevoked);
+        assert_eq!(refusal.reason(), "revoked");
+        assert_eq!(refusal.counter().name(), format!("denied_{}", refusal.reason()));
+    }
+
+    #[test]
+    fn revocations_unavailable_is_a_503_like_missing_keys() {
+        let r = local_reply(&AuthError::RevocationsUnavailable, "api", "", 4);
+        assert_eq!(r, local_reply(&AuthError::KeysUnavailable, "api", "", 4));
+        assert_eq!(AuthError::RevocationsUnavailable.refusal().reason(), "unavailable");
     }
 
     #[test]

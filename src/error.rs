@@ -55,6 +55,12 @@ pub enum AuthError {
     /// The path can be read in more ways than the filter weighs (`path::MAX_READINGS`): no
     /// rule can be chosen safely, so the request is refused before any token is looked at.
     UnreadablePath,
+    /// The verified token is listed in the pool's revocation document (revoked `jti` or
+    /// `origin_jti`, or its user signed out after it was issued).
+    Revoked,
+    /// The pool has a revocation source and no usable document (never fetched, or stale
+    /// beyond `max_stale_seconds`) under `on_unavailable: "deny"`.
+    RevocationsUnavailable,
 }
 
 /// The kind of route requirement a valid token failed (for logs and filter state).
@@ -75,6 +81,9 @@ pub enum Refusal {
     Forbidden,
     Unavailable,
     BadRequest,
+    /// A valid token that was revoked: 401 like an invalid one, its own description,
+    /// counter and reason.
+    Revoked,
 }
 
 impl AuthError {
@@ -84,7 +93,10 @@ impl AuthError {
             AuthError::NoToken => Refusal::Missing,
             AuthError::Expired => Refusal::Expired,
             AuthError::RequirementNotMet(_) => Refusal::Forbidden,
-            AuthError::KeysUnavailable => Refusal::Unavailable,
+            AuthError::KeysUnavailable | AuthError::RevocationsUnavailable => {
+                Refusal::Unavailable
+            }
+            AuthError::Revoked => Refusal::Revoked,
             AuthError::UnreadablePath => Refusal::BadRequest,
             AuthError::AmbiguousToken
             | AuthError::TokenTooLarge
@@ -134,6 +146,8 @@ impl AuthError {
             AuthError::RequirementNotMet(Requirement::TokenUse) => "wrong_token_use",
             AuthError::KeysUnavailable => "keys_unavailable",
             AuthError::UnreadablePath => "unreadable_path",
+            AuthError::Revoked => "revoked",
+            AuthError::RevocationsUnavailable => "revocations_unavailable",
         }
     }
 }

@@ -200,10 +200,11 @@ pub fn decode_envelope(envelope: &[u8]) -> Option<(u64, &[u8])> {
     Some((fetched_at, rest.get(1..)?))
 }
 
-/// What a request that needs this pool's keys can do now.
+/// What a request that needs this pool's keys (or, with `T = RevocationList`, a revocation
+/// source's document) can do now.
 #[derive(Debug, Clone)]
-pub enum Availability {
-    Ready(Rc<KeySet>),
+pub enum Availability<T = KeySet> {
+    Ready(Rc<T>),
     /// A fetch is under way (or about to start) and there is nothing usable yet: wait.
     Wait,
     /// No usable keys and none coming right now: 503, retry after this many seconds.
@@ -212,7 +213,7 @@ pub enum Availability {
     },
 }
 
-impl PartialEq for Availability {
+impl<T> PartialEq for Availability<T> {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (Availability::Ready(a), Availability::Ready(b)) => Rc::ptr_eq(a, b),
@@ -226,10 +227,11 @@ impl PartialEq for Availability {
     }
 }
 
-/// One VM's view of a pool's keys.
-#[derive(Debug, Clone, Default)]
-pub struct PoolKeys {
-    keys: Option<Rc<KeySet>>,
+/// One VM's view of a pool's keys — or, with `T = RevocationList`, of a revocation source's
+/// document: the same fetch, refresh, staleness and availability rules.
+#[derive(Debug, Clone)]
+pub struct PoolKeys<T = KeySet> {
+    keys: Option<Rc<T>>,
     /// When the current key set was fetched (by whichever VM).
     fetched_at_ms: u64,
     /// The latest schedule this VM has seen.
@@ -239,12 +241,23 @@ pub struct PoolKeys {
     generation: u64,
 }
 
-impl PoolKeys {
+impl<T> Default for PoolKeys<T> {
+    fn default() -> Self {
+        PoolKeys {
+            keys: None,
+            fetched_at_ms: 0,
+            schedule: FetchSchedule::default(),
+            generation: 0,
+        }
+    }
+}
+
+impl<T> PoolKeys<T> {
     pub fn new() -> Self {
         Self::default()
     }
 
-    pub fn keys(&self) -> Option<&Rc<KeySet>> {
+    pub fn keys(&self) -> Option<&Rc<T>> {
         self.keys.as_ref()
     }
 
@@ -259,7 +272,7 @@ impl PoolKeys {
 
     /// Installs a key set (fetched here or published by another VM). It replaces the old one
     /// entirely: a key a refresh no longer lists stops being trusted.
-    pub fn set_keys(&mut self, keys: KeySet, fetched_at_ms: u64) {
+    pub fn set_keys(&mut self, keys: T, fetched_at_ms: u64) {
         self.keys = Some(Rc::new(keys));
         self.fetched_at_ms = fetched_at_ms;
         self.generation = self.generation.wrapping_add(1);
@@ -279,7 +292,14 @@ impl PoolKeys {
     }
 
     /// Whether requests can be served with keys now.
-    pub fn availability(&self, now_ms: u64, timing: &KeyTiming) -> Availability {
+    /// A refresh brought the very document already in use (same bytes): only its age changes.
+    pub fn refreshed(&mut self, fetched_at_ms: u64) {
+        if self.keys.is_some() {
+            self.fetched_at_ms = fetched_at_ms;
+        }
+    }
+
+    pub fn availability(&self, now_ms: u64, timing: &KeyTiming) -> Availability<T> {
         if let Some(keys) = &self.keys {
             // Stale keys are served for max_stale after the refresh that should have replaced them.
             let usable_until = self
@@ -365,7 +385,7 @@ mod tests {
 
     #[test]
     fn first_fetch_failure_gives_503_with_retry_after_until_the_retry_runs() {
-        let mut p = PoolKeys::new();
+        let mut p: PoolKeys = PoolKeys::new();
         let mut s = p.schedule;
         s.fetch_started(0, VM_A);
         s.fetch_failed(1_000, u64::MAX);

@@ -21,10 +21,16 @@ pub enum Counter {
     StaleKeysServed,
     /// Requests refused with 400 because their path has too many readings to weigh.
     DeniedBadRequest,
+    /// Requests refused because their verified token is revoked (revocation document).
+    DeniedRevoked,
+    /// Revocation documents fetched and accepted (process-wide: a source may serve pools).
+    RevocationFetchOk,
+    /// Revocation fetches that failed or brought a document that was refused.
+    RevocationFetchFailed,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 13] = [
+    pub const ALL: [Counter; 16] = [
         Counter::Allowed,
         Counter::DeniedMissing,
         Counter::DeniedInvalid,
@@ -38,11 +44,21 @@ impl Counter {
         Counter::JwksRefetchUnknownKid,
         Counter::StaleKeysServed,
         Counter::DeniedBadRequest,
+        Counter::DeniedRevoked,
+        Counter::RevocationFetchOk,
+        Counter::RevocationFetchFailed,
     ];
 
-    /// Whether the counter is also kept per pool (the cache is per VM, not per pool).
+    /// Whether the counter is also kept per pool (the cache is per VM, not per pool; a
+    /// revocation source may serve several pools).
     pub fn per_pool(self) -> bool {
-        !matches!(self, Counter::CacheHit | Counter::CacheMiss)
+        !matches!(
+            self,
+            Counter::CacheHit
+                | Counter::CacheMiss
+                | Counter::RevocationFetchOk
+                | Counter::RevocationFetchFailed
+        )
     }
 
     pub fn name(self) -> &'static str {
@@ -60,6 +76,9 @@ impl Counter {
             Counter::JwksRefetchUnknownKid => "jwks_refetch_unknown_kid",
             Counter::StaleKeysServed => "stale_keys_served",
             Counter::DeniedBadRequest => "denied_bad_request",
+            Counter::DeniedRevoked => "denied_revoked",
+            Counter::RevocationFetchOk => "revocation_fetch_ok",
+            Counter::RevocationFetchFailed => "revocation_fetch_failed",
         }
     }
 
@@ -121,6 +140,9 @@ mod tests {
                 "cognito_authorizer.jwks_refetch_unknown_kid",
                 "cognito_authorizer.stale_keys_served",
                 "cognito_authorizer.denied_bad_request",
+                "cognito_authorizer.denied_revoked",
+                "cognito_authorizer.revocation_fetch_ok",
+                "cognito_authorizer.revocation_fetch_failed",
             ]
         );
         assert_eq!(

@@ -32,6 +32,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::cognito::JwksLocation;
 use crate::error::ConfigError;
+use crate::keys::{Availability, KeyTiming};
 
 /// The only document version this filter reads. A new version is a new format: refused,
 /// never half-read.
@@ -504,7 +505,7 @@ pub enum OnUnavailable {
     /// 503 with `retry-after`, like missing keys: a revoked token must not pass because the
     /// list could not be read.
     Deny,
-    /// Verify tokens without revocation checks (and count it).
+    /// Verify tokens without revocation checks (fail open).
     Allow,
 }
 
@@ -639,6 +640,106 @@ impl RevocationSource {
             max_bytes: self.max_bytes,
             clock_skew_seconds,
         }
+    }
+}
+
+impl RevocationSource {
+    /// Fetch timing of this source, in the form the shared fetch schedule uses (the same
+    /// machinery as the JWKS: lease, backoff, stale bound).
+    pub fn timing(&self) -> KeyTiming {
+        KeyTiming {
+            refresh_ms: self.refresh_seconds.saturating_mul(1000),
+            // Only the JWKS refetches on demand (unknown `kid`); a document is only refreshed.
+            min_refetch_ms: 0,
+            max_stale_ms: self.max_stale_seconds.saturating_mul(1000),
+            timeout_ms: self.timeout_ms,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The filter's side: facts from verified claims, the per-request decision, and the small
+// stamp that tells worker VMs a new document was published.
+
+/// The facts [`RevocationList::check`] needs, from a verified token's claims. A time claim
+/// that is not a non-negative integer counts as absent (a signed-out user's token without a
+/// usable time is then revoked, never passed).
+pub fn token_facts(claims: &serde_json::Map<String, serde_json::Value>) -> TokenFacts<'_> {
+    let text = |name: &str| claims.get(name).and_then(serde_json::Value::as_str);
+    let time = |name: &str| claims.get(name).and_then(serde_json::Value::as_u64);
+    TokenFacts {
+        jti: text("jti"),
+        origin_jti: text("origin_jti"),
+        sub: text("sub"),
+        iat: time("iat"),
+        auth_time: time("auth_time"),
+    }
+}
+
+/// What a request with a verified token gets from its pool's revocation source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Not revoked (or no usable document under `on_unavailable: "allow"`).
+    Pass,
+    Revoked(Revoked),
+    /// The first document is on its way: wait for it (bounded by the request's deadline).
+    Wait,
+    /// No usable document under `on_unavailable: "deny"`: 503, retry after this many seconds.
+    Unavailable { retry_after_s: u64 },
+}
+
+/// Decides one request: `availability` of the source's document in this VM, whether the
+/// request's wait deadline has passed, and the verified token's facts.
+pub fn gate(
+    availability: &Availability<RevocationList>,
+    on_unavailable: OnUnavailable,
+    deadline_passed: bool,
+    facts: &TokenFacts<'_>,
+) -> Gate {
+    match availability {
+        Availability::Ready(list) => match list.check(facts) {
+            Ok(()) => Gate::Pass,
+            Err(why) => Gate::Revoked(why),
+        },
+        Availability::Wait if !deadline_passed => Gate::Wait,
+        _ if on_unavailable == OnUnavailable::Allow => Gate::Pass,
+        Availability::Wait => Gate::Unavailable { retry_after_s: 1 },
+        Availability::Unavailable { retry_after_s } => Gate::Unavailable {
+            retry_after_s: *retry_after_s,
+        },
+    }
+}
+
+/// A digest of a document's bytes: a refresh that brings the same bytes is not parsed or
+/// copied again. Deterministic (the same in every VM of the module).
+pub fn document_digest(body: &[u8]) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    h.write_usize(body.len());
+    h.write(body);
+    h.finish()
+}
+
+/// The small shared-data entry published with each fetched document:
+/// `<fetched_at_ms> <digest>`. Workers read it every tick (the document itself only when
+/// the digest changes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub fetched_at_ms: u64,
+    pub digest: u64,
+}
+
+impl Stamp {
+    pub fn encode(&self) -> String {
+        format!("{} {:016x}", self.fetched_at_ms, self.digest)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Stamp> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let (at, digest) = text.split_once(' ')?;
+        Some(Stamp {
+            fetched_at_ms: at.parse().ok()?,
+            digest: u64::from_str_radix(digest, 16).ok()?,
+        })
     }
 }
 
@@ -1117,5 +1218,118 @@ mod tests {
             "The access token has been revoked"
         );
         assert_eq!(Revoked::OriginJti.detail(), "revoked_origin_jti");
+    }
+
+    fn claims(json: &str) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn token_facts_come_from_the_verified_claims() {
+        let c = claims(
+            r#"{"sub":"u1","jti":"j1","origin_jti":"o1","iat":10,"auth_time":5,"exp":99}"#,
+        );
+        assert_eq!(
+            token_facts(&c),
+            TokenFacts {
+                jti: Some("j1"),
+                origin_jti: Some("o1"),
+                sub: Some("u1"),
+                iat: Some(10),
+                auth_time: Some(5),
+            }
+        );
+        // Times that are not integers count as absent: a signed-out user's token is refused.
+        let c = claims(r#"{"sub":"alice-sub","iat":"late","auth_time":-3}"#);
+        let facts = token_facts(&c);
+        assert_eq!((facts.iat, facts.auth_time, facts.jti), (None, None, None));
+        let list = load(&doc("", &format!(r#""alice-sub":{}"#, NOW - 10)));
+        assert_eq!(list.check(&facts), Err(Revoked::SignedOut));
+    }
+
+    fn ready(json: &str) -> Availability<RevocationList> {
+        Availability::Ready(std::rc::Rc::new(load(json)))
+    }
+
+    #[test]
+    fn gate_checks_a_ready_list() {
+        let list = ready(&doc(r#""j1":99999999999"#, ""));
+        let listed = TokenFacts {
+            jti: Some("j1"),
+            ..TokenFacts::default()
+        };
+        let other = TokenFacts {
+            jti: Some("j2"),
+            ..TokenFacts::default()
+        };
+        for on in [OnUnavailable::Deny, OnUnavailable::Allow] {
+            assert_eq!(gate(&list, on, false, &listed), Gate::Revoked(Revoked::Jti));
+            assert_eq!(gate(&list, on, true, &listed), Gate::Revoked(Revoked::Jti));
+            assert_eq!(gate(&list, on, false, &other), Gate::Pass);
+        }
+    }
+
+    #[test]
+    fn gate_without_a_list_waits_then_applies_on_unavailable() {
+        let facts = TokenFacts::default();
+        let deny = OnUnavailable::Deny;
+        let allow = OnUnavailable::Allow;
+        assert_eq!(gate(&Availability::Wait, deny, false, &facts), Gate::Wait);
+        assert_eq!(gate(&Availability::Wait, allow, false, &facts), Gate::Wait);
+        assert_eq!(
+            gate(&Availability::Wait, deny, true, &facts),
+            Gate::Unavailable { retry_after_s: 1 }
+        );
+        assert_eq!(gate(&Availability::Wait, allow, true, &facts), Gate::Pass);
+        let down = Availability::Unavailable { retry_after_s: 7 };
+        assert_eq!(
+            gate(&down, deny, false, &facts),
+            Gate::Unavailable { retry_after_s: 7 }
+        );
+        assert_eq!(gate(&down, allow, false, &facts), Gate::Pass);
+    }
+
+    #[test]
+    fn a_stale_list_is_used_up_to_the_bound_then_unavailable() {
+        use crate::keys::{FetchSchedule, PoolKeys};
+        let src = source(
+            r#"{"cluster":"c","uri":"https://h/p","refresh_seconds":10,"max_stale_seconds":20}"#,
+        )
+        .unwrap();
+        let timing = src.timing();
+        let mut state: PoolKeys<RevocationList> = PoolKeys::new();
+        state.set_keys(load(&doc("", "")), 1_000);
+        // Refreshes fail from then on: the list serves until 1 s + 10 s + 20 s.
+        let mut failing = FetchSchedule::default();
+        failing.fetch_failed(11_000, 0);
+        state.observe(failing);
+        assert!(matches!(
+            state.availability(31_000, &timing),
+            Availability::Ready(_)
+        ));
+        assert!(matches!(
+            state.availability(31_001, &timing),
+            Availability::Unavailable { .. }
+        ));
+        // The same bytes again: only the age moves.
+        state.refreshed(30_000);
+        assert!(matches!(
+            state.availability(59_000, &timing),
+            Availability::Ready(_)
+        ));
+    }
+
+    #[test]
+    fn stamps_round_trip_and_digests_tell_documents_apart() {
+        let a = document_digest(br#"{"version":1}"#);
+        assert_eq!(a, document_digest(br#"{"version":1}"#));
+        assert_ne!(a, document_digest(br#"{"version":2}"#));
+        let stamp = Stamp {
+            fetched_at_ms: 1_767_225_600_123,
+            digest: a,
+        };
+        assert_eq!(Stamp::decode(stamp.encode().as_bytes()), Some(stamp));
+        assert_eq!(Stamp::decode(b"12"), None);
+        assert_eq!(Stamp::decode(b"x 00"), None);
     }
 }
