@@ -377,15 +377,14 @@ impl Config {
             if let Some(w) = wire_revocations {
                 let source =
                     RevocationSource::validate(w, &format!("user_pools[{i}].revocations"))?;
-                pool.revocations = Some(
-                    match revocation_sources.iter().position(|s| *s == source) {
+                pool.revocations =
+                    Some(match revocation_sources.iter().position(|s| *s == source) {
                         Some(shared) => shared,
                         None => {
                             revocation_sources.push(source);
                             revocation_sources.len() - 1
                         }
-                    },
-                );
+                    });
             }
             if pools.iter().any(|p: &Pool| p.name == pool.name) {
                 return Err(ConfigError::new(

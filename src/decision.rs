@@ -237,14 +237,20 @@ mod tests {
         let refusal = AuthError::Revoked.refusal();
         assert_eq!(refusal.counter(), Counter::DeniedRevoked);
         assert_eq!(refusal.reason(), "revoked");
-        assert_eq!(refusal.counter().name(), format!("denied_{}", refusal.reason()));
+        assert_eq!(
+            refusal.counter().name(),
+            format!("denied_{}", refusal.reason())
+        );
     }
 
     #[test]
     fn revocations_unavailable_is_a_503_like_missing_keys() {
         let r = local_reply(&AuthError::RevocationsUnavailable, "api", "", 4);
         assert_eq!(r, local_reply(&AuthError::KeysUnavailable, "api", "", 4));
-        assert_eq!(AuthError::RevocationsUnavailable.refusal().reason(), "unavailable");
+        assert_eq!(
+            AuthError::RevocationsUnavailable.refusal().reason(),
+            "unavailable"
+        );
     }
 
     #[test]

@@ -93,9 +93,7 @@ impl AuthError {
             AuthError::NoToken => Refusal::Missing,
             AuthError::Expired => Refusal::Expired,
             AuthError::RequirementNotMet(_) => Refusal::Forbidden,
-            AuthError::KeysUnavailable | AuthError::RevocationsUnavailable => {
-                Refusal::Unavailable
-            }
+            AuthError::KeysUnavailable | AuthError::RevocationsUnavailable => Refusal::Unavailable,
             AuthError::Revoked => Refusal::Revoked,
             AuthError::UnreadablePath => Refusal::BadRequest,
             AuthError::AmbiguousToken

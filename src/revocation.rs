@@ -685,7 +685,9 @@ pub enum Gate {
     /// The first document is on its way: wait for it (bounded by the request's deadline).
     Wait,
     /// No usable document under `on_unavailable: "deny"`: 503, retry after this many seconds.
-    Unavailable { retry_after_s: u64 },
+    Unavailable {
+        retry_after_s: u64,
+    },
 }
 
 /// Decides one request: `availability` of the source's document in this VM, whether the
@@ -1226,9 +1228,8 @@ mod tests {
 
     #[test]
     fn token_facts_come_from_the_verified_claims() {
-        let c = claims(
-            r#"{"sub":"u1","jti":"j1","origin_jti":"o1","iat":10,"auth_time":5,"exp":99}"#,
-        );
+        let c =
+            claims(r#"{"sub":"u1","jti":"j1","origin_jti":"o1","iat":10,"auth_time":5,"exp":99}"#);
         assert_eq!(
             token_facts(&c),
             TokenFacts {

@@ -9,6 +9,12 @@
 //! The pool identity includes issuer, cluster and URI, so a configuration change never
 //! picks up another pool's keys after a reload.
 //!
+//! A revocation source ([`SharedRevocations`]) has the same two entries under its own names
+//! (`cognito_authorizer.revocations_schedule|…`, `cognito_authorizer.revocations|…`, keyed by
+//! cluster and URI), plus a small stamp (`cognito_authorizer.revocations_stamp|…`: fetch time
+//! and digest of the document) that workers read on every tick instead of the document,
+//! which can be megabytes.
+//!
 //! Envoy's shared data has one trap: a write to a key that does not exist yet ignores the
 //! CAS and always succeeds. Two VMs that both saw "absent" would both win a lease taken by
 //! such a write. So a lease is only ever taken by a CAS on an existing entry; the entry is
@@ -17,6 +23,7 @@
 
 use crate::config::Pool;
 use crate::keys::FetchSchedule;
+use crate::revocation::{RevocationSource, Stamp};
 
 /// The host's shared data, as proxy-wasm defines it.
 pub trait SharedData {
@@ -56,6 +63,16 @@ impl<S: SharedData> SharedKeys<S> {
             store,
             schedule: format!("cognito_authorizer.schedule|{identity}"),
             envelope: format!("cognito_authorizer.jwks|{identity}"),
+        }
+    }
+
+    /// The schedule and document entries of a revocation source.
+    pub fn for_revocations(source: &RevocationSource, store: S) -> Self {
+        let identity = revocation_identity(source);
+        SharedKeys {
+            store,
+            schedule: format!("cognito_authorizer.revocations_schedule|{identity}"),
+            envelope: format!("cognito_authorizer.revocations|{identity}"),
         }
     }
 
@@ -119,6 +136,55 @@ impl<S: SharedData> SharedKeys<S> {
     pub fn publish(&self, envelope: &[u8]) -> Option<u32> {
         self.store.set(&self.envelope, envelope, None).ok()?;
         self.envelope().map(|(_, cas)| cas)
+    }
+}
+
+fn revocation_identity(source: &RevocationSource) -> String {
+    format!("{}|{}", source.cluster, source.uri)
+}
+
+/// A revocation source's entries: the schedule and the document (as for keys) and the
+/// stamp that announces each publication.
+#[derive(Debug, Clone)]
+pub struct SharedRevocations<S> {
+    pub entries: SharedKeys<S>,
+    store: S,
+    stamp: String,
+}
+
+impl<S: SharedData + Clone> SharedRevocations<S> {
+    pub fn for_source(source: &RevocationSource, store: S) -> Self {
+        SharedRevocations {
+            entries: SharedKeys::for_revocations(source, store.clone()),
+            stamp: format!(
+                "cognito_authorizer.revocations_stamp|{}",
+                revocation_identity(source)
+            ),
+            store,
+        }
+    }
+
+    /// The current stamp and its CAS (which changes with every publication).
+    pub fn stamp(&self) -> Option<(Stamp, u32)> {
+        let (bytes, cas) = self.store.get(&self.stamp)?;
+        Some((Stamp::decode(&bytes)?, cas))
+    }
+
+    /// Publishes a validated document fetched at `stamp.fetched_at_ms`: the document
+    /// first (unless the same bytes are already published), then the stamp, so a worker
+    /// that sees the stamp finds the document. Returns the stamp's CAS.
+    pub fn publish(&self, envelope: &[u8], stamp: Stamp) -> Option<u32> {
+        let same = self
+            .stamp()
+            .is_some_and(|(old, _)| old.digest == stamp.digest)
+            && self.entries.envelope().is_some();
+        if !same {
+            self.entries.publish(envelope)?;
+        }
+        self.store
+            .set(&self.stamp, stamp.encode().as_bytes(), None)
+            .ok()?;
+        self.stamp().map(|(_, cas)| cas)
     }
 }
 
@@ -273,5 +339,59 @@ pub(crate) mod tests {
         let second = a.publish(b"1\n{\"keys\":[]}").unwrap();
         assert_ne!(first, second);
         assert_eq!(a.envelope().map(|(_, cas)| cas), Some(second));
+    }
+
+    fn source(uri: &str) -> RevocationSource {
+        let json = format!(r#"{{"cluster":"r","uri":"{uri}"}}"#);
+        RevocationSource::parse(json.as_bytes(), "revocations").unwrap()
+    }
+
+    #[test]
+    fn revocation_entries_are_apart_from_key_entries_and_per_source() {
+        let store = FakeSharedData::default();
+        let keys = SharedKeys::for_pool(&pool(), store.clone());
+        let a = SharedRevocations::for_source(&source("https://h/a"), store.clone());
+        let b = SharedRevocations::for_source(&source("https://h/b"), store.clone());
+        keys.ensure_schedule();
+        a.entries.ensure_schedule();
+        assert!(try_lease(&a.entries, 1, 0xA));
+        // The pool's keys and the other source have leases of their own.
+        assert!(try_lease(&keys, 1, 0xB));
+        assert!(try_lease(&b.entries, 1, 0xB));
+        assert!(!try_lease(&a.entries, 1, 0xB));
+        assert_eq!(a.entries.schedule().lease_holder, 0xA);
+    }
+
+    #[test]
+    fn a_document_is_published_once_and_its_stamp_on_every_refresh() {
+        let store = FakeSharedData::default();
+        let fetcher = SharedRevocations::for_source(&source("https://h/a"), store.clone());
+        let worker = SharedRevocations::for_source(&source("https://h/a"), store.clone());
+        assert_eq!(worker.stamp(), None);
+        let first = Stamp {
+            fetched_at_ms: 1_000,
+            digest: 7,
+        };
+        let cas1 = fetcher.publish(b"1000\n{doc}", first).unwrap();
+        let (seen, seen_cas) = worker.stamp().unwrap();
+        assert_eq!((seen, seen_cas), (first, cas1));
+        let doc_cas = worker.entries.envelope().unwrap().1;
+        // The same bytes refetched: a new stamp, the document is not written again.
+        let again = Stamp {
+            fetched_at_ms: 31_000,
+            digest: 7,
+        };
+        let cas2 = fetcher.publish(b"31000\n{doc}", again).unwrap();
+        assert_ne!(cas1, cas2);
+        assert_eq!(worker.stamp().unwrap().0, again);
+        assert_eq!(worker.entries.envelope().unwrap().1, doc_cas);
+        // New bytes: the document is replaced before the stamp announces it.
+        let changed = Stamp {
+            fetched_at_ms: 61_000,
+            digest: 8,
+        };
+        fetcher.publish(b"61000\n{new}", changed).unwrap();
+        assert_eq!(worker.entries.envelope().unwrap().0, b"61000\n{new}");
+        assert_eq!(worker.stamp().unwrap().0, changed);
     }
 }

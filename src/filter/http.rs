@@ -22,6 +22,7 @@ use crate::identity::{claim_headers, forged_headers};
 use crate::keys::Availability;
 use crate::metrics::Counter;
 use crate::request::RequestHeaders;
+use crate::revocation::{gate, token_facts, Gate};
 use crate::rules::{check_all, route, RequestFacts, Route};
 use crate::verify::{inspect, payload_segment, verify_signature, VerifiedToken};
 
@@ -134,6 +135,14 @@ pub fn authorize(state: &SharedState, request: Request, headers: &RequestHeaders
         Step::Wait => return Action::Pause,
         Step::Refused(refused) => return refuse(state, &config, headers, &refused, None),
     };
+    // Fresh or from the cache: a token revoked after it was cached is refused all the same.
+    match revocation(state, &config, &verified, request) {
+        Step::Verified(_) => {}
+        Step::Wait => return Action::Pause,
+        Step::Refused(refused) => {
+            return refuse(state, &config, headers, &refused, Some(&verified.token))
+        }
+    }
     if let Err((failed, requirement)) = check_all(&requirements, &verified.token) {
         let mut refused = Refused::new(
             AuthError::RequirementNotMet(failed),
@@ -234,7 +243,7 @@ fn verify(state: &SharedState, config: &Config, token: &str, request: Request) -
         .unwrap_or(now_ms + timing.timeout_ms + 1000);
     let deadline_passed = now_ms >= deadline_ms;
     let wait = |s: &mut super::VmState, kid_refetched: bool| {
-        let generation = s.pools.get(pool).map_or(0, |p| p.keys.generation());
+        let generation = s.generation_of(pool);
         s.waiters.push(Waiter {
             context_id: request.context_id,
             pool,
@@ -300,6 +309,64 @@ fn verify(state: &SharedState, config: &Config, token: &str, request: Request) -
         Availability::Unavailable { retry_after_s } => {
             Step::Refused(Refused::unavailable(pool, retry_after_s))
         }
+    }
+}
+
+/// The revocation check of a verified token, against its pool's source (if it has one):
+/// `Verified` to go on, `Wait` for the first document, or the refusal.
+fn revocation(
+    state: &SharedState,
+    config: &Config,
+    verified: &Rc<Verified>,
+    request: Request,
+) -> Step {
+    let pool = verified.token.pool;
+    let Some(index) = config.pools.get(pool).and_then(|p| p.revocations) else {
+        return Step::Verified(Rc::clone(verified));
+    };
+    let Some(on_unavailable) = config
+        .revocation_sources
+        .get(index)
+        .map(|src| src.on_unavailable)
+    else {
+        return Step::Refused(Refused::new(AuthError::RevocationsUnavailable, Some(pool)));
+    };
+    let now_ms = host::now_ms();
+    let mut guard = state.borrow_mut();
+    let s = &mut *guard;
+    let Some(slot) = s.sources.get(index) else {
+        return Step::Refused(Refused::new(AuthError::RevocationsUnavailable, Some(pool)));
+    };
+    let deadline_ms = request
+        .deadline_ms
+        .unwrap_or(now_ms + slot.timing.timeout_ms + 1000);
+    let availability = slot.list.availability(now_ms, &slot.timing);
+    let facts = token_facts(&verified.token.claims);
+    match gate(&availability, on_unavailable, now_ms >= deadline_ms, &facts) {
+        Gate::Pass => Step::Verified(Rc::clone(verified)),
+        Gate::Revoked(why) => {
+            debug!("revoked: detail={}", why.detail());
+            Step::Refused(Refused::new(AuthError::Revoked, Some(pool)))
+        }
+        Gate::Wait => {
+            let generation = s.generation_of(pool);
+            s.waiters.push(Waiter {
+                context_id: request.context_id,
+                pool,
+                deadline_ms,
+                generation,
+                kid_refetched: request.kid_refetched,
+            });
+            if !s.busy_tick {
+                s.busy_tick = true;
+                let _ = hostcalls::set_tick_period(BUSY_TICK);
+            }
+            Step::Wait
+        }
+        Gate::Unavailable { retry_after_s } => Step::Refused(Refused {
+            retry_after: retry_after_s,
+            ..Refused::new(AuthError::RevocationsUnavailable, Some(pool))
+        }),
     }
 }
 

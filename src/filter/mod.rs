@@ -2,7 +2,8 @@
 //! made by the pure modules of the crate; this layer reads headers, the clock and callout
 //! results, and carries out what the core decided.
 //!
-//! - `root`: configuration, JWKS fetches and refreshes, waking requests that wait for keys.
+//! - `root`: configuration, JWKS and revocation-document fetches and refreshes, waking
+//!   requests that wait for them.
 //! - `http`: one request: the decision flow (README "Behaviour").
 //! - `host`: metrics, properties, clock, request headers — small wrappers over host calls.
 //! - `shared`: the host's shared data behind the pure `shared_keys` protocol.
@@ -17,12 +18,13 @@ use std::rc::Rc;
 
 use proxy_wasm::types::LogLevel;
 
-use log::debug;
+use log::{debug, warn};
 
 use crate::cache::TokenCache;
 use crate::config::Config;
 use crate::jwks::{parse_jwks, KeySet};
 use crate::keys::{decode_envelope, KeyTiming, PoolKeys};
+use crate::revocation::{RevocationList, Stamp};
 use crate::verify::VerifiedToken;
 
 proxy_wasm::main! {{
@@ -38,6 +40,8 @@ pub(crate) struct VmState {
     pub timing: KeyTiming,
     /// One entry per configured pool, same order as `config.pools`.
     pub pools: Vec<PoolSlot>,
+    /// One entry per revocation source, same order as `config.revocation_sources`.
+    pub sources: Vec<SourceSlot>,
     pub cache: TokenCache<Rc<Verified>>,
     pub waiters: Vec<Waiter>,
     /// The root ticks fast (see `http::BUSY_TICK`) while requests wait.
@@ -82,6 +86,47 @@ impl VmState {
         }
     }
 
+    /// What requests waiting on `pool` watch: it moves when the pool's keys or fetches move,
+    /// or its revocation source's document or fetches do.
+    pub fn generation_of(&self, pool: usize) -> u64 {
+        let keys = self.pools.get(pool).map_or(0, |p| p.keys.generation());
+        let revocations = self
+            .config
+            .pools
+            .get(pool)
+            .and_then(|p| p.revocations)
+            .and_then(|i| self.sources.get(i))
+            .map_or(0, |src| src.list.generation());
+        keys.wrapping_add(revocations)
+    }
+
+    /// Brings one revocation source up to date with shared data: a document another VM
+    /// published is parsed and installed (only when its bytes changed: the stamp carries
+    /// their digest); the schedule is observed. A document that does not load leaves the
+    /// previous list in force. Called on the tick, never inside a request: parsing a large
+    /// document takes milliseconds.
+    pub fn sync_source(&mut self, index: usize, now_ms: u64) {
+        let skew = self.config.clock_skew_seconds;
+        let Some(limits) = self
+            .config
+            .revocation_sources
+            .get(index)
+            .map(|src| src.limits(skew))
+        else {
+            return;
+        };
+        let Some(slot) = self.sources.get_mut(index) else {
+            return;
+        };
+        let schedule = slot.shared.entries.schedule();
+        if let Some((stamp, cas)) = slot.shared.stamp() {
+            if Some(cas) != slot.stamp_cas {
+                slot.take_published(stamp, cas, &limits, now_ms);
+            }
+        }
+        slot.list.observe(schedule);
+    }
+
     /// Installs a key set in this VM and drops cached tokens whose key it no longer trusts.
     pub fn install_keys(&mut self, pool: usize, keys: KeySet, fetched_at: u64, cas: Option<u32>) {
         let count = keys.len();
@@ -109,6 +154,60 @@ pub(crate) struct PoolSlot {
     pub keys: PoolKeys,
     pub shared: shared::SharedKeys,
     pub envelope_cas: Option<u32>,
+}
+
+/// One revocation source as this VM sees it: its list and schedule, where they live in
+/// shared data, and which publication it has installed.
+#[derive(Debug)]
+pub(crate) struct SourceSlot {
+    pub list: PoolKeys<RevocationList>,
+    pub shared: shared::SharedRevocations,
+    pub timing: KeyTiming,
+    /// CAS of the stamp last acted upon.
+    pub stamp_cas: Option<u32>,
+    /// Digest of the document the installed list was parsed from.
+    pub digest: Option<u64>,
+}
+
+impl SourceSlot {
+    fn take_published(
+        &mut self,
+        stamp: Stamp,
+        cas: u32,
+        limits: &crate::revocation::DocumentLimits,
+        now_ms: u64,
+    ) {
+        if Some(stamp.digest) == self.digest {
+            self.list.refreshed(stamp.fetched_at_ms);
+            self.stamp_cas = Some(cas);
+            return;
+        }
+        let Some((envelope, _)) = self.shared.entries.envelope() else {
+            return;
+        };
+        let Some((_, body)) = decode_envelope(&envelope) else {
+            return;
+        };
+        if crate::revocation::document_digest(body) != stamp.digest {
+            // Published after the stamp was read: its own stamp comes next tick.
+            return;
+        }
+        self.stamp_cas = Some(cas);
+        match RevocationList::parse(body, limits, now_ms / 1000) {
+            Ok(list) => {
+                debug!(
+                    "revocations: using the document published in shared data: {} revoked ids, {} signed-out users",
+                    list.revoked_ids(),
+                    list.signed_out_users()
+                );
+                self.list.set_keys(list, stamp.fetched_at_ms);
+                self.digest = Some(stamp.digest);
+            }
+            Err(e) => {
+                warn!("revocations: published document not loaded ({e}); keeping the previous list")
+            }
+        }
+    }
 }
 
 /// A verified token and the claim headers it yields, computed once and reused from the cache.

@@ -1,6 +1,7 @@
-//! Root context: parses the configuration; keeps this VM's copy of each pool's keys in step
-//! with the process-wide state in shared data; fetches a JWKS when this VM wins the fetch
-//! lease; wakes the requests that wait for keys.
+//! Root context: parses the configuration; keeps this VM's copy of each pool's keys and of
+//! each revocation document in step with the process-wide state in shared data; fetches a
+//! JWKS or a revocation document when this VM wins its fetch lease; wakes the requests that
+//! wait for them.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -14,13 +15,14 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 use super::host::{self, now_ms, HostCrypto, Metrics};
 use super::http::{self, Request};
-use super::shared::{HostSharedData, SharedKeys};
-use super::{PoolSlot, SharedState, VmState};
+use super::shared::{HostSharedData, SharedKeys, SharedRevocations};
+use super::{PoolSlot, SharedState, SourceSlot, VmState};
 use crate::cache::TokenCache;
 use crate::config::{Config, SignatureBackendChoice};
 use crate::jwks::parse_jwks;
 use crate::keys::{encode_envelope, KeyTiming, PoolKeys};
 use crate::metrics::Counter;
+use crate::revocation::{document_digest, RevocationList, Stamp};
 
 /// Tick while nothing waits: drives refreshes, retries and picking up keys other VMs fetched.
 const IDLE_TICK: Duration = Duration::from_millis(1000);
@@ -29,11 +31,20 @@ const IDLE_TICK: Duration = Duration::from_millis(1000);
 /// with it (seen on Envoy 1.40: the lease then blocked every worker for 2 x the timeout).
 const FIRST_TICK: Duration = Duration::from_millis(1);
 
+/// What a callout this VM started fetches.
+#[derive(Debug, Clone, Copy)]
+enum Fetch {
+    /// A pool's JWKS (pool index).
+    Jwks(usize),
+    /// A revocation document (source index).
+    Revocations(usize),
+}
+
 pub struct Root {
     context_id: u32,
     state: Option<SharedState>,
-    /// Callout token → pool index, for fetches this VM started.
-    fetches: HashMap<u32, usize>,
+    /// Callout token → what it fetches, for fetches this VM started.
+    fetches: HashMap<u32, Fetch>,
     ticked: bool,
 }
 
@@ -53,6 +64,204 @@ impl Root {
         for pool in 0..s.pools.len() {
             s.sync_pool(pool);
         }
+        let now = now_ms();
+        for source in 0..s.sources.len() {
+            s.sync_source(source, now);
+        }
+    }
+
+    /// Starts the revocation fetches that are due and whose lease this VM wins.
+    fn dispatch_due_revocation_fetches(&mut self, state: &SharedState) {
+        let now = now_ms();
+        let count = state.borrow().sources.len();
+        for source in 0..count {
+            let (shared, timing, due, vm_id) = {
+                let s = state.borrow();
+                let Some(slot) = s.sources.get(source) else {
+                    continue;
+                };
+                (
+                    slot.shared.clone(),
+                    slot.timing,
+                    slot.list.schedule.fetch_due(now, &slot.timing),
+                    s.vm_id,
+                )
+            };
+            if !due {
+                continue;
+            }
+            let Some((won, schedule)) = shared.entries.update(|sch| {
+                let due = sch.fetch_due(now, &timing);
+                if due {
+                    sch.fetch_started(now, vm_id);
+                }
+                due
+            }) else {
+                continue;
+            };
+            if let Some(slot) = state.borrow_mut().sources.get_mut(source) {
+                slot.list.observe(schedule);
+            }
+            if won {
+                self.start_revocation_fetch(state, source, &shared, now);
+            }
+        }
+    }
+
+    fn start_revocation_fetch(
+        &mut self,
+        state: &SharedState,
+        source: usize,
+        shared: &SharedRevocations,
+        now: u64,
+    ) {
+        let (cluster, authority, path, timeout) = {
+            let s = state.borrow();
+            let Some(src) = s.config.revocation_sources.get(source) else {
+                return;
+            };
+            (
+                src.cluster.clone(),
+                src.location.authority.clone(),
+                src.location.path.clone(),
+                Duration::from_millis(src.timeout_ms),
+            )
+        };
+        let headers = vec![
+            (":method", "GET"),
+            (":path", path.as_str()),
+            (":authority", authority.as_str()),
+            ("accept", "application/json"),
+            ("user-agent", "cognito-authorizer"),
+        ];
+        match self.dispatch_http_call(&cluster, headers, None, vec![], timeout) {
+            Ok(token) => {
+                debug!("revocations #{source}: fetching via cluster {cluster}: {authority}{path}");
+                self.fetches.insert(token, Fetch::Revocations(source));
+            }
+            Err(status) => {
+                warn!("revocations #{source}: cannot call cluster {cluster:?}: {status:?}");
+                let schedule = shared.entries.update(|s| {
+                    s.fetch_failed(now, host::jitter());
+                    true
+                });
+                let mut s = state.borrow_mut();
+                s.metrics.count(Counter::RevocationFetchFailed, None);
+                if let (Some(slot), Some((_, schedule))) = (s.sources.get_mut(source), schedule) {
+                    slot.list.observe(schedule);
+                }
+            }
+        }
+    }
+
+    /// A revocation document arrived (or the callout failed). A valid one is published for
+    /// the other workers and installed here; anything else leaves the previous list in force.
+    fn on_revocations_response(&mut self, state: &SharedState, source: usize, body_size: usize) {
+        let now = now_ms();
+        let status = host::callout_response_header(":status");
+        let (limits, shared, timing, known_digest) = {
+            let s = state.borrow();
+            let (Some(src), Some(slot)) = (
+                s.config.revocation_sources.get(source),
+                s.sources.get(source),
+            ) else {
+                return;
+            };
+            (
+                src.limits(s.config.clock_skew_seconds),
+                slot.shared.clone(),
+                slot.timing,
+                slot.digest,
+            )
+        };
+        let result = if status.as_deref() != Some("200") {
+            Err(format!(
+                "status {}",
+                status
+                    .as_deref()
+                    .unwrap_or("none (timeout or connection failure)")
+            ))
+        } else if body_size > limits.max_bytes {
+            Err(format!(
+                "body of {body_size} bytes is over max_bytes ({})",
+                limits.max_bytes
+            ))
+        } else {
+            let body = self
+                .get_http_call_response_body(0, body_size)
+                .unwrap_or_default();
+            let digest = document_digest(&body);
+            if Some(digest) == known_digest {
+                // The very document in use: validated already, nothing to parse.
+                Ok((body, digest, None))
+            } else {
+                RevocationList::parse(&body, &limits, now / 1000)
+                    .map(|list| (body, digest, Some(list)))
+                    .map_err(|e| e.to_string())
+            }
+        };
+        match result {
+            Ok((body, digest, list)) => {
+                // Publish first, then release the lease: other workers pick it up.
+                let stamp = Stamp {
+                    fetched_at_ms: now,
+                    digest,
+                };
+                let cas = shared.publish(&encode_envelope(now, &body), stamp);
+                let schedule = shared.entries.update(|s| {
+                    s.fetch_succeeded(now, &timing);
+                    true
+                });
+                let mut s = state.borrow_mut();
+                if let Some(slot) = s.sources.get_mut(source) {
+                    match list {
+                        Some(list) => {
+                            info!(
+                                "revocations #{source}: loaded document generated_at {}: {} revoked ids, {} signed-out users ({} expired entries dropped)",
+                                list.generated_at(),
+                                list.revoked_ids(),
+                                list.signed_out_users(),
+                                list.dropped_expired()
+                            );
+                            slot.list.set_keys(list, now);
+                            slot.digest = Some(digest);
+                        }
+                        None => {
+                            debug!("revocations #{source}: refreshed, unchanged");
+                            slot.list.refreshed(now);
+                        }
+                    }
+                    slot.stamp_cas = cas;
+                    if let Some((_, schedule)) = schedule {
+                        slot.list.observe(schedule);
+                    }
+                }
+                s.metrics.count(Counter::RevocationFetchOk, None);
+            }
+            Err(why) => {
+                let jitter = host::jitter();
+                let schedule = shared.entries.update(|s| {
+                    s.fetch_failed(now, jitter);
+                    true
+                });
+                let mut s = state.borrow_mut();
+                if let Some(slot) = s.sources.get_mut(source) {
+                    warn!(
+                        "revocations #{source}: fetch failed ({why}); {}",
+                        if slot.list.keys().is_some() {
+                            "keeping the previous list"
+                        } else {
+                            "no list yet"
+                        }
+                    );
+                    if let Some((_, schedule)) = schedule {
+                        slot.list.observe(schedule);
+                    }
+                }
+                s.metrics.count(Counter::RevocationFetchFailed, None);
+            }
+        }
+        self.wake_waiters(state);
     }
 
     /// Starts the fetches that are due and whose lease this VM wins.
@@ -116,7 +325,7 @@ impl Root {
         match self.dispatch_http_call(&cluster, headers, None, vec![], timeout) {
             Ok(token) => {
                 debug!("pool #{pool}: fetching JWKS via cluster {cluster}: {authority}{path}");
-                self.fetches.insert(token, pool);
+                self.fetches.insert(token, Fetch::Jwks(pool));
             }
             Err(status) => {
                 // Typically the cluster does not exist (yet): retried with backoff.
@@ -139,14 +348,12 @@ impl Root {
     fn wake_waiters(&mut self, state: &SharedState) {
         let now = now_ms();
         let woken: Vec<_> = {
-            let mut guard = state.borrow_mut();
-            let s = &mut *guard;
-            let pools = &s.pools;
-            let (woken, kept) = s.waiters.drain(..).partition(|w| {
+            let mut s = state.borrow_mut();
+            let waiters = std::mem::take(&mut s.waiters);
+            let (woken, kept) = waiters.into_iter().partition(|w| {
                 now >= w.deadline_ms
-                    || pools
-                        .get(w.pool)
-                        .is_none_or(|p| p.keys.generation() != w.generation)
+                    || w.pool >= s.pools.len()
+                    || s.generation_of(w.pool) != w.generation
             });
             s.waiters = kept;
             woken
@@ -274,10 +481,14 @@ impl Context for Root {
     fn on_done(&mut self) -> bool {
         if let Some(state) = &self.state {
             let s = state.borrow();
-            for pool in self.fetches.values() {
-                if let Some(slot) = s.pools.get(*pool) {
-                    // Only a lease this VM still holds: another VM may have taken it since.
-                    let _ = slot.shared.update(|sch| sch.lease_abandoned(s.vm_id));
+            for fetch in self.fetches.values() {
+                // Only a lease this VM still holds: another VM may have taken it since.
+                let shared = match *fetch {
+                    Fetch::Jwks(pool) => s.pools.get(pool).map(|slot| &slot.shared),
+                    Fetch::Revocations(i) => s.sources.get(i).map(|slot| &slot.shared.entries),
+                };
+                if let Some(shared) = shared {
+                    let _ = shared.update(|sch| sch.lease_abandoned(s.vm_id));
                 }
             }
         }
@@ -292,11 +503,16 @@ impl Context for Root {
         body_size: usize,
         _trailers: usize,
     ) {
-        let Some(pool) = self.fetches.remove(&token) else {
+        let Some(fetch) = self.fetches.remove(&token) else {
             return;
         };
         if let Some(state) = self.state.clone() {
-            self.on_jwks_response(&state, pool, body_size);
+            match fetch {
+                Fetch::Jwks(pool) => self.on_jwks_response(&state, pool, body_size),
+                Fetch::Revocations(source) => {
+                    self.on_revocations_response(&state, source, body_size)
+                }
+            }
         }
     }
 }
@@ -325,8 +541,17 @@ impl RootContext for Root {
                 .pools
                 .iter()
                 .map(|p| format!(
-                    "{} (iss {}, jwks via cluster {})",
-                    p.name, p.issuer, p.jwks_cluster
+                    "{} (iss {}, jwks via cluster {}{})",
+                    p.name,
+                    p.issuer,
+                    p.jwks_cluster,
+                    p.revocations
+                        .and_then(|i| config.revocation_sources.get(i).map(|src| (i, src)))
+                        .map(|(i, src)| format!(
+                            ", revocations #{i} via cluster {} ({:?} when unavailable)",
+                            src.cluster, src.on_unavailable
+                        ))
+                        .unwrap_or_default()
                 ))
                 .collect::<Vec<_>>()
                 .join("; ")
@@ -359,6 +584,17 @@ impl RootContext for Root {
                     envelope_cas: None,
                 })
                 .collect(),
+            sources: config
+                .revocation_sources
+                .iter()
+                .map(|src| SourceSlot {
+                    list: PoolKeys::new(),
+                    shared: SharedRevocations::for_source(src, HostSharedData),
+                    timing: src.timing(),
+                    stamp_cas: None,
+                    digest: None,
+                })
+                .collect(),
             cache: TokenCache::new(config.token_cache_size),
             waiters: Vec::new(),
             busy_tick: false,
@@ -378,6 +614,9 @@ impl RootContext for Root {
         for slot in state.borrow().pools.iter() {
             slot.shared.ensure_schedule();
         }
+        for slot in state.borrow().sources.iter() {
+            slot.shared.entries.ensure_schedule();
+        }
         self.sync_pools(&state);
         let (now, timing) = (now_ms(), state.borrow().timing);
         for slot in state.borrow().pools.iter() {
@@ -385,6 +624,13 @@ impl RootContext for Root {
             let _ = slot
                 .shared
                 .update(|s| s.fit_refresh(now, fetched_at, &timing));
+        }
+        for slot in state.borrow().sources.iter() {
+            let fetched_at = slot.list.fetched_at_ms();
+            let _ = slot
+                .shared
+                .entries
+                .update(|s| s.fit_refresh(now, fetched_at, &slot.timing));
         }
         self.ticked = false;
         self.set_tick_period(FIRST_TICK);
@@ -403,6 +649,7 @@ impl RootContext for Root {
         }
         self.sync_pools(&state);
         self.dispatch_due_fetches(&state);
+        self.dispatch_due_revocation_fetches(&state);
         self.wake_waiters(&state);
     }
 

@@ -10,6 +10,7 @@ use crate::shared_keys::{SetError, SharedData};
 pub struct HostSharedData;
 
 pub type SharedKeys = crate::shared_keys::SharedKeys<HostSharedData>;
+pub type SharedRevocations = crate::shared_keys::SharedRevocations<HostSharedData>;
 
 impl SharedData for HostSharedData {
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
