@@ -11,7 +11,7 @@
 //!
 //! A revocation source ([`SharedRevocations`]) has the same two entries under its own names
 //! (`cognito_authorizer.revocations_schedule|…`, `cognito_authorizer.revocations|…`, keyed by
-//! cluster and URI), plus a small stamp (`cognito_authorizer.revocations_stamp|…`: fetch time
+//! cluster, URI and fetch settings), plus a small stamp (`cognito_authorizer.revocations_stamp|…`: fetch time
 //! and digest of the document) that workers read on every tick instead of the document,
 //! which can be megabytes.
 //!
@@ -139,8 +139,18 @@ impl<S: SharedData> SharedKeys<S> {
     }
 }
 
+/// Sources that fetch differently (another period, bound or timeout) keep apart schedules,
+/// so a reload that changes them starts afresh.
 fn revocation_identity(source: &RevocationSource) -> String {
-    format!("{}|{}", source.cluster, source.uri)
+    format!(
+        "{}|{}|{}|{}|{}|{}",
+        source.cluster,
+        source.uri,
+        source.refresh_seconds,
+        source.max_stale_seconds,
+        source.max_bytes,
+        source.timeout_ms
+    )
 }
 
 /// A revocation source's entries: the schedule and the document (as for keys) and the
@@ -170,16 +180,17 @@ impl<S: SharedData + Clone> SharedRevocations<S> {
         Some((Stamp::decode(&bytes)?, cas))
     }
 
-    /// Publishes a validated document fetched at `stamp.fetched_at_ms`: the document
-    /// first (unless the same bytes are already published), then the stamp, so a worker
-    /// that sees the stamp finds the document. Returns the stamp's CAS.
-    pub fn publish(&self, envelope: &[u8], stamp: Stamp) -> Option<u32> {
+    /// Publishes a validated document (its bytes as fetched) fetched at
+    /// `stamp.fetched_at_ms`: the document first (unless the same bytes are already
+    /// published), then the stamp, so a worker that sees the stamp finds the document.
+    /// Returns the stamp's CAS.
+    pub fn publish(&self, document: &[u8], stamp: Stamp) -> Option<u32> {
         let same = self
             .stamp()
             .is_some_and(|(old, _)| old.digest == stamp.digest)
             && self.entries.envelope().is_some();
         if !same {
-            self.entries.publish(envelope)?;
+            self.entries.publish(document)?;
         }
         self.store
             .set(&self.stamp, stamp.encode().as_bytes(), None)
@@ -372,7 +383,7 @@ pub(crate) mod tests {
             fetched_at_ms: 1_000,
             digest: 7,
         };
-        let cas1 = fetcher.publish(b"1000\n{doc}", first).unwrap();
+        let cas1 = fetcher.publish(b"{doc}", first).unwrap();
         let (seen, seen_cas) = worker.stamp().unwrap();
         assert_eq!((seen, seen_cas), (first, cas1));
         let doc_cas = worker.entries.envelope().unwrap().1;
@@ -381,7 +392,7 @@ pub(crate) mod tests {
             fetched_at_ms: 31_000,
             digest: 7,
         };
-        let cas2 = fetcher.publish(b"31000\n{doc}", again).unwrap();
+        let cas2 = fetcher.publish(b"{doc}", again).unwrap();
         assert_ne!(cas1, cas2);
         assert_eq!(worker.stamp().unwrap().0, again);
         assert_eq!(worker.entries.envelope().unwrap().1, doc_cas);
@@ -390,8 +401,8 @@ pub(crate) mod tests {
             fetched_at_ms: 61_000,
             digest: 8,
         };
-        fetcher.publish(b"61000\n{new}", changed).unwrap();
-        assert_eq!(worker.entries.envelope().unwrap().0, b"61000\n{new}");
+        fetcher.publish(b"{new}", changed).unwrap();
+        assert_eq!(worker.entries.envelope().unwrap().0, b"{new}");
         assert_eq!(worker.stamp().unwrap().0, changed);
     }
 }

@@ -121,7 +121,7 @@ impl VmState {
         let schedule = slot.shared.entries.schedule();
         if let Some((stamp, cas)) = slot.shared.stamp() {
             if Some(cas) != slot.stamp_cas {
-                slot.take_published(stamp, cas, &limits, now_ms);
+                slot.take_published(index, stamp, cas, &limits, now_ms);
             }
         }
         slot.list.observe(schedule);
@@ -172,6 +172,7 @@ pub(crate) struct SourceSlot {
 impl SourceSlot {
     fn take_published(
         &mut self,
+        index: usize,
         stamp: Stamp,
         cas: u32,
         limits: &crate::revocation::DocumentLimits,
@@ -182,12 +183,11 @@ impl SourceSlot {
             self.stamp_cas = Some(cas);
             return;
         }
-        let Some((envelope, _)) = self.shared.entries.envelope() else {
+        // The document as fetched (its fetch time is in the stamp).
+        let Some((body, _)) = self.shared.entries.envelope() else {
             return;
         };
-        let Some((_, body)) = decode_envelope(&envelope) else {
-            return;
-        };
+        let body = body.as_slice();
         if crate::revocation::document_digest(body) != stamp.digest {
             // Published after the stamp was read: its own stamp comes next tick.
             return;
@@ -196,7 +196,7 @@ impl SourceSlot {
         match RevocationList::parse(body, limits, now_ms / 1000) {
             Ok(list) => {
                 debug!(
-                    "revocations: using the document published in shared data: {} revoked ids, {} signed-out users",
+                    "revocations #{index}: using the document published in shared data: {} revoked ids, {} signed-out users",
                     list.revoked_ids(),
                     list.signed_out_users()
                 );

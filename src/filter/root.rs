@@ -26,6 +26,18 @@ use crate::revocation::{document_digest, RevocationList, Stamp};
 
 /// Tick while nothing waits: drives refreshes, retries and picking up keys other VMs fetched.
 const IDLE_TICK: Duration = Duration::from_millis(1000);
+/// The idle tick when revocation sources are configured: a due refresh starts at most this
+/// late, and the other workers install the new document at most this long after it was
+/// published, so a revocation is in force on every worker within `refresh_seconds` + 1 s.
+const IDLE_TICK_REVOCATIONS: Duration = Duration::from_millis(500);
+
+fn idle_tick(s: &VmState) -> Duration {
+    if s.sources.is_empty() {
+        IDLE_TICK
+    } else {
+        IDLE_TICK_REVOCATIONS
+    }
+}
 /// The first tick, right after configuration, starts the first fetch. Not on_configure
 /// itself: Envoy configures a throw-away root context first, whose callouts are cancelled
 /// with it (seen on Envoy 1.40: the lease then blocked every worker for 2 x the timeout).
@@ -196,7 +208,7 @@ impl Root {
                 Ok((body, digest, None))
             } else {
                 RevocationList::parse(&body, &limits, now / 1000)
-                    .map(|list| (body, digest, Some(list)))
+                    .map(|list| (body, digest, Some((list, now_ms().saturating_sub(now)))))
                     .map_err(|e| e.to_string())
             }
         };
@@ -207,7 +219,7 @@ impl Root {
                     fetched_at_ms: now,
                     digest,
                 };
-                let cas = shared.publish(&encode_envelope(now, &body), stamp);
+                let cas = shared.publish(&body, stamp);
                 let schedule = shared.entries.update(|s| {
                     s.fetch_succeeded(now, &timing);
                     true
@@ -215,10 +227,11 @@ impl Root {
                 let mut s = state.borrow_mut();
                 if let Some(slot) = s.sources.get_mut(source) {
                     match list {
-                        Some(list) => {
+                        Some((list, took_ms)) => {
                             info!(
-                                "revocations #{source}: loaded document generated_at {}: {} revoked ids, {} signed-out users ({} expired entries dropped)",
+                                "revocations #{source}: loaded document generated_at {} ({} bytes, read in {took_ms} ms): {} revoked ids, {} signed-out users ({} expired entries dropped)",
                                 list.generated_at(),
+                                body.len(),
                                 list.revoked_ids(),
                                 list.signed_out_users(),
                                 list.dropped_expired()
@@ -376,8 +389,9 @@ impl Root {
         let mut s = state.borrow_mut();
         if s.waiters.is_empty() && s.busy_tick {
             s.busy_tick = false;
+            let idle = idle_tick(&s);
             drop(s);
-            self.set_tick_period(IDLE_TICK);
+            self.set_tick_period(idle);
         }
     }
 
@@ -643,8 +657,12 @@ impl RootContext for Root {
         };
         if !self.ticked {
             self.ticked = true;
-            if !state.borrow().busy_tick {
-                self.set_tick_period(IDLE_TICK);
+            let idle = {
+                let s = state.borrow();
+                (!s.busy_tick).then(|| idle_tick(&s))
+            };
+            if let Some(idle) = idle {
+                self.set_tick_period(idle);
             }
         }
         self.sync_pools(&state);

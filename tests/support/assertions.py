@@ -24,6 +24,7 @@ OUTCOME_COUNTERS = (
     "denied_expired",
     "denied_forbidden",
     "unavailable",
+    "denied_revoked",
 )
 
 

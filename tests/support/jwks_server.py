@@ -43,7 +43,10 @@ def _open_gate() -> threading.Event:
 
 
 class JwksServer:
-    def __init__(self, jwks: dict | None = None):
+    """`suffix`: the paths it answers (another one serves other documents, e.g. a
+    revocation document, with the same controls and counts)."""
+
+    def __init__(self, jwks: dict | None = None, suffix: str = JWKS_SUFFIX):
         self._lock = threading.Lock()
         self._behaviour = _Behaviour()
         self._fetches: list[Fetch] = []
@@ -54,7 +57,7 @@ class JwksServer:
         class Handler(QuietHandler):
             def do_GET(self):  # noqa: N802 (http.server's naming)
                 path = self.path.split("?", 1)[0]
-                if not path.endswith(JWKS_SUFFIX):
+                if not path.endswith(suffix):
                     self.reply(404, b'{"message":"not found"}')
                     return
                 fetch = Fetch(path, self.headers.get("host"), time.monotonic())

@@ -15,6 +15,7 @@ POOL_OUTCOME_COUNTERS = (
     "denied_expired",
     "denied_forbidden",
     "unavailable",
+    "denied_revoked",
 )
 
 
