@@ -214,6 +214,9 @@ def sign_out_scenario(envoy, moto, cognito, documents, upstream, doc_path, log_p
     sub = claims_of(old.access_token)["sub"]
     assert doc["signed_out"][sub] > auth_time
 
+    # Served right after a fetch: the worst case, a whole refresh period to wait.
+    path = "/moto" + DOC_SUFFIX
+    documents.wait_for_hits(documents.hits(path) + 1, path=path)
     served_at = time.time()
     documents.serve_raw(doc_path.read_bytes())
     took = installed_everywhere(envoy, 0, 1, served_at)
@@ -246,7 +249,6 @@ def sign_out_scenario(envoy, moto, cognito, documents, upstream, doc_path, log_p
 
     # One fetch per refresh per Envoy process (2 workers and the main thread share it).
     window = 8.0
-    path = "/moto" + DOC_SUFFIX
     before = documents.hits(path)
     time.sleep(window)
     fetched = documents.hits(path) - before
