@@ -132,7 +132,7 @@ impl Metrics {
     }
 }
 
-/// Property names (SPEC §5), readable as `%FILTER_STATE(wasm.<name>:PLAIN)%`.
+/// Property names (README "Identity for the upstream"), readable as `%FILTER_STATE(wasm.<name>:PLAIN)%`.
 pub mod property {
     pub const DECISION: &str = "cognito_authorizer.decision";
     pub const REASON: &str = "cognito_authorizer.reason";

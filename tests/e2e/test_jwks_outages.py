@@ -1,4 +1,4 @@
-"""Issue 4, JWKS outages (SPEC §6): no keys at start, then recovery without a restart; keys
+"""Issue 4, JWKS outages (README "Keys"): no keys at start, then recovery without a restart; keys
 loaded and then the JWKS hangs or refuses connections (stale keys until the bound, then
 503); malformed refreshes of every other kind; slow answers, within and past the timeout.
 Every test counts what the JWKS server saw and bounds it by the backoff the filter promises
@@ -205,7 +205,7 @@ def test_healthy_jwks_with_zero_max_stale_never_gives_503_across_refreshes(
 ):
     """`jwks_max_stale_seconds: 0` (allowed: 0 to 30 days) means "no stale keys once a
     refresh fails", not "503 between the refresh time and the refresh": no fetch fails
-    here, so no request may get 503 (SPEC §1: 503 when keys are not obtainable)."""
+    here, so no request may get 503 (README "Behaviour": 503 when keys are not obtainable)."""
     envoy = start_envoy(self_minted_only_config(jwks_refresh_seconds=1, jwks_max_stale_seconds=0))
     wait_for_answered_fetch(jwks, 0, 5, PATH)
     started = time.monotonic()

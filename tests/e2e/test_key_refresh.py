@@ -1,4 +1,4 @@
-"""The key set after the first fetch (SPEC §6): refreshes replace it whole (a dropped key
+"""The key set after the first fetch (README "Keys"): refreshes replace it whole (a dropped key
 stops being trusted, cached tokens included), failed or malformed refreshes keep the last
 good set until the stale bound, and one fetch per refresh serves every worker."""
 

@@ -20,7 +20,7 @@ from .jwks_server import Fetch, JwksServer
 from .polling import wait_until
 from .servers import BackgroundServer, QuietHandler
 
-# SPEC §6: the first retry ~1 s after a failure, doubling; jitter spreads each delay over
+# README "Keys": the first retry ~1 s after a failure, doubling; jitter spreads each delay over
 # [delay/2, delay] (src/keys.rs backoff_ms).
 INITIAL_BACKOFF = 1.0
 # The filter's root context ticks every second while no request waits (src/filter/root.rs
@@ -83,7 +83,7 @@ def max_failed_fetches_within(seconds: float) -> int:
 
 
 def max_refetches(duration: float, min_refetch: float) -> int:
-    """SPEC §6: at most one unknown-kid refetch per `min_refetch` seconds for the process:
+    """README "Keys": at most one unknown-kid refetch per `min_refetch` seconds for the process:
     ceil(duration / min_refetch) + 1 over `duration` seconds."""
     return math.ceil(duration / min_refetch) + 1
 
