@@ -178,9 +178,11 @@ def test_keys_are_fetched_once_per_process_not_per_worker(
 ):
     """--concurrency 2 means three VMs (main + 2 workers); the key set is shared."""
     envoy = start_envoy(self_minted_only_config())
-    for _ in range(6):  # new connections spread over both workers
+    def allowed():
         upstream.clear()
         assert_allowed(envoy.request("/", _bearer(valid_id_token)), upstream)
+
+    envoy.on_every_worker(allowed)
 
     assert jwks.hits(jwks_path(TEST_POOL)) == 1
     assert envoy.counter("jwks_fetch_ok") == 1
