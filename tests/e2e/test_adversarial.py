@@ -46,6 +46,7 @@ from support.client import KeepAliveClient, raw_exchange
 from support.envoy import refusal_reasons_since, settled_log_size
 from support.jwks_server import JwksServer
 from support.servers import BackgroundServer, QuietHandler
+from support.scenarios import bearer
 
 ATTACKER_CLUSTER = "attacker"
 KID_FOR_ALG = {
@@ -206,10 +207,6 @@ def big(module_envoys, adv_jwks, attacker):
         {TEST_CLUSTER: adv_jwks.port, ATTACKER_CLUSTER: attacker.port},
         name="big",
     )
-
-
-def _bearer(token: str) -> dict:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def _hmac(alg: str, header: dict, payload: dict, secret: bytes) -> str:
@@ -713,7 +710,7 @@ def test_adversarial_token_is_refused_as_invalid(adv, upstream, world, attacker,
     token = INVALID[case](world)
     outcomes = Outcomes(adv)
 
-    resp = adv.request("/adv", _bearer(token))
+    resp = adv.request("/adv", bearer(token))
 
     assert_invalid(resp, upstream)
     assert outcomes.changes() == {"denied_invalid": 1}
@@ -722,7 +719,7 @@ def test_adversarial_token_is_refused_as_invalid(adv, upstream, world, attacker,
 
 @pytest.mark.parametrize("case", list(ALLOWED), ids=list(ALLOWED))
 def test_legal_token_of_unusual_shape_is_allowed(adv, upstream, world, attacker, case):
-    resp = adv.request("/adv", _bearer(ALLOWED[case](world)))
+    resp = adv.request("/adv", bearer(ALLOWED[case](world)))
 
     received = assert_allowed(resp, upstream)
     assert received.header("x-cognito-sub") == "sub-adv"
@@ -735,7 +732,7 @@ def test_signature_with_one_byte_flipped_is_invalid(adv, upstream, world, alg, w
     # signature inverted, re-encoded canonically.
     token = mu.flip_signature_byte(world.token(alg), where)
 
-    assert_invalid(adv.request("/adv", _bearer(token)), upstream)
+    assert_invalid(adv.request("/adv", bearer(token)), upstream)
 
 
 def test_each_adversarial_token_is_refused_for_its_own_reason(adv, world):
@@ -745,7 +742,7 @@ def test_each_adversarial_token_is_refused_for_its_own_reason(adv, world):
     client = KeepAliveClient()
     mark = settled_log_size(adv)
     try:
-        statuses = [client.request(adv.port, "/adv", _bearer(t)).status for t in tokens.values()]
+        statuses = [client.request(adv.port, "/adv", bearer(t)).status for t in tokens.values()]
     finally:
         client.close()
     assert set(statuses) == {401}
@@ -769,7 +766,7 @@ def test_cached_valid_token_never_vouches_for_a_variant_of_it(adv, upstream, wor
     hits = adv.counter("cache_hit")
     for _ in range(8):
         upstream.clear()
-        assert_allowed(adv.request("/adv", _bearer(valid)), upstream)
+        assert_allowed(adv.request("/adv", bearer(valid)), upstream)
     assert adv.counter("cache_hit") - hits >= 6  # cached (per VM) and served from the cache
     variants = {
         "its-signature-on-an-edited-payload": (
@@ -787,14 +784,14 @@ def test_cached_valid_token_never_vouches_for_a_variant_of_it(adv, upstream, wor
     for name, token in variants.items():
         for _ in range(4):
             upstream.clear()
-            resp = adv.request("/adv", _bearer(token))
+            resp = adv.request("/adv", bearer(token))
             assert resp.status == 401, f"{name}: {resp.describe()}"
             assert_invalid(resp, upstream)
 
 
 def test_expired_token_with_exp_zero_reads_expired(adv, upstream, world):
     # exp 0 is an integer (the right type), the signature is real: "expired", not invalid.
-    assert_expired(adv.request("/adv", _bearer(world.token(claims=world.claims(exp=0)))), upstream)
+    assert_expired(adv.request("/adv", bearer(world.token(claims=world.claims(exp=0)))), upstream)
 
 
 @pytest.mark.parametrize(
@@ -891,14 +888,14 @@ def test_large_valid_token_passes_when_max_token_bytes_allows_it(big, upstream, 
     token = tk.sign_to_length(tk.SigningKey("adv-rsa", world.keys["rsa"].private),
                               world.claims(), 50_000)  # fmt: skip
 
-    assert_allowed(big.request("/adv", _bearer(token)), upstream)
+    assert_allowed(big.request("/adv", bearer(token)), upstream)
 
 
 def test_token_of_8193_bytes_passes_when_max_token_bytes_is_larger(big, upstream, world):
     token = tk.sign_to_length(tk.SigningKey("adv-rsa", world.keys["rsa"].private),
                               world.claims(), 8193)  # fmt: skip
 
-    assert_allowed(big.request("/adv", _bearer(token)), upstream)
+    assert_allowed(big.request("/adv", bearer(token)), upstream)
 
 
 NESTED = "[" * 10_000 + "]" * 10_000
@@ -925,7 +922,7 @@ def test_json_nested_10000_levels_is_refused_without_harm(big, upstream, world, 
     assert len(token) < 60_000
     outcomes = Outcomes(big)
 
-    assert_invalid(big.request("/adv", _bearer(token)), upstream)
+    assert_invalid(big.request("/adv", bearer(token)), upstream)
     assert outcomes.changes() == {"denied_invalid": 1}
 
 
@@ -933,7 +930,7 @@ def test_same_nested_token_is_refused_by_size_on_the_default_envoy(adv, upstream
     payload = (_claims_json(world)[:-1] + f',"deep":{NESTED}}}').encode()
     token = mu.signed({"alg": "RS256", "kid": "adv-rsa"}, payload, world.keys["rsa"], "RS256")
 
-    assert_invalid(adv.request("/adv", _bearer(token)), upstream)
+    assert_invalid(adv.request("/adv", bearer(token)), upstream)
 
 
 KEY_URL_CASES = [c for c in INVALID if c.startswith(("jku-", "x5u-", "jwk-", "x5c-", "kid-"))]
@@ -949,7 +946,7 @@ def test_key_urls_were_never_contacted_and_kids_never_changed_the_jwks_path(
     assert len(KEY_URL_CASES) >= 10, KEY_URL_CASES
     for case in KEY_URL_CASES:
         upstream.clear()
-        resp = adv.request("/adv", _bearer(INVALID[case](world)))
+        resp = adv.request("/adv", bearer(INVALID[case](world)))
         assert resp.status == 401, (case, resp.describe())
         assert upstream.requests == []
     _assert_attacker_untouched(attacker)
@@ -963,7 +960,7 @@ def test_envoy_still_serves_after_the_adversarial_run(adv, big, upstream, world)
         assert envoy.admin("/ready").status == 200
         def allowed():
             upstream.clear()
-            assert_allowed(envoy.request("/adv", _bearer(world.token())), upstream)
+            assert_allowed(envoy.request("/adv", bearer(world.token())), upstream)
 
         envoy.on_every_worker(allowed)
         assert "panicked" not in envoy.log_text()

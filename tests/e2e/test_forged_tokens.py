@@ -17,10 +17,7 @@ from support.authorizer_config import (
     jwks_path,
     self_minted_only_config,
 )
-
-
-def _bearer(token: str) -> dict:
-    return {"Authorization": f"Bearer {token}"}
+from support.scenarios import bearer
 
 
 @pytest.fixture
@@ -134,14 +131,14 @@ FORGED = [
 def test_forged_token_is_invalid(authorizer, upstream, request, token_fixture):
     outcomes = Outcomes(authorizer)
 
-    resp = authorizer.request("/hello", _bearer(request.getfixturevalue(token_fixture)))
+    resp = authorizer.request("/hello", bearer(request.getfixturevalue(token_fixture)))
 
     assert_invalid(resp, upstream)
     assert outcomes.changes() == {"denied_invalid": 1}
 
 
 def test_tampered_moto_token_is_invalid(authorizer, upstream, alice):
-    resp = authorizer.request("/hello", _bearer(tk.with_flipped_signature(alice.access_token)))
+    resp = authorizer.request("/hello", bearer(tk.with_flipped_signature(alice.access_token)))
 
     assert_invalid(resp, upstream)
 
@@ -172,13 +169,13 @@ def test_unknown_kids_are_invalid_after_exactly_one_refetch(
     # another test may have used up the rate limit, so the count below is exact.
     envoy = start_envoy(self_minted_only_config())
     path = jwks_path(TEST_POOL)
-    assert_allowed(envoy.request("/", _bearer(tk.sign(signing_key, valid_claims))), upstream)
+    assert_allowed(envoy.request("/", bearer(tk.sign(signing_key, valid_claims))), upstream)
     upstream.clear()
     fetches_before = jwks.hits(path)
 
     for n in range(3):
         token = tk.sign(signing_key, valid_claims, kid=f"unknown-kid-{n}")
-        assert_invalid(envoy.request("/hello", _bearer(token)), upstream)
+        assert_invalid(envoy.request("/hello", bearer(token)), upstream)
 
     # jwks_min_refetch_seconds (10 s by default) allows one refetch for the three requests.
     assert jwks.hits(path) - fetches_before == 1
@@ -194,7 +191,7 @@ def test_token_of_exactly_max_token_bytes_passes(authorizer, upstream, signing_k
     token = _sized_token(signing_key, 8192)
     assert len(token) == 8192
 
-    resp = authorizer.request("/hello", _bearer(token))
+    resp = authorizer.request("/hello", bearer(token))
 
     assert_allowed(resp, upstream)
 
@@ -203,7 +200,7 @@ def test_token_over_max_token_bytes_is_invalid(authorizer, upstream, signing_key
     token = _sized_token(signing_key, 8193)  # validly signed, one byte too long
     outcomes = Outcomes(authorizer)
 
-    resp = authorizer.request("/hello", _bearer(token))
+    resp = authorizer.request("/hello", bearer(token))
 
     assert_invalid(resp, upstream)
     assert outcomes.changes() == {"denied_invalid": 1}
@@ -212,6 +209,6 @@ def test_token_over_max_token_bytes_is_invalid(authorizer, upstream, signing_key
 def test_much_larger_token_is_invalid(authorizer, upstream, signing_key):
     token = _sized_token(signing_key, 30000)  # validly signed, under Envoy's header limit
 
-    resp = authorizer.request("/hello", _bearer(token))
+    resp = authorizer.request("/hello", bearer(token))
 
     assert_invalid(resp, upstream)

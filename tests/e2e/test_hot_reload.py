@@ -29,12 +29,12 @@ from support.key_lifecycle import (
     IDLE_TICK,
     SLACK,
     LdsFiles,
-    bearer,
     fetches_since,
     id_token,
     listener_reloads,
     wait_for_reload,
 )
+from support.scenarios import bearer
 from support.ports import free_port
 from support.polling import wait_until
 

@@ -32,8 +32,6 @@ from support.authorizer_config import (
 from support.key_lifecycle import (
     IDLE_TICK,
     SLACK,
-    ScriptedJwks,
-    bearer,
     fetches_since,
     id_token,
     max_backoff,
@@ -41,6 +39,8 @@ from support.key_lifecycle import (
     min_backoff,
     wait_for_answered_fetch,
 )
+from support.scenarios import bearer
+from support.jwks_server import JwksServer
 from support.polling import wait_until
 
 PATH = jwks_path(TEST_POOL)
@@ -132,7 +132,7 @@ def _refuse(jwks_server, scripted):
 def test_outage_after_keys_loaded_serves_stale_keys_until_refresh_plus_max_stale_then_503(
     start_envoy, jwks, upstream, signing_key, break_jwks
 ):
-    scripted = ScriptedJwks()
+    scripted = JwksServer(keep_alive=False)
     try:
         scripted.set(PATH, tk.jwks(signing_key))
         server = jwks if break_jwks is _hang else scripted
@@ -294,7 +294,7 @@ def malformed_refreshes(module_envoys, signing_key):
     """One Envoy with a pool per variant, all fetched from one scripted server; every pool
     loads the good key set, then each pool's JWKS answers its bad body from the next
     refresh on. Returns (envoy, server, counters before the switch, time of the switch)."""
-    server = ScriptedJwks()
+    server = JwksServer(keep_alive=False)
     pools = [_variant_pool(v) for v in VARIANTS]
     for pool in pools:
         server.set(jwks_path(pool["user_pool_id"]), tk.jwks(signing_key))

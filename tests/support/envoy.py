@@ -280,12 +280,13 @@ class Envoy:
 
     def worker_connections(self) -> dict[str, int]:
         """Connections each worker thread has accepted on the listener (`worker_0`: n, ...)."""
-        return {
-            name.split(".")[-2]: value
-            for name, value in self.stats().items()
-            if name.startswith("listener.") and ".worker_" in name
-            and name.endswith(".downstream_cx_total")
-        }
+        out: dict[str, int] = {}
+        for name, value in self.stats().items():
+            if name.startswith("listener.") and name.endswith(".downstream_cx_total"):
+                workers = [p for p in name.split(".") if p.startswith("worker_")]
+                if workers:
+                    out[workers[0]] = out.get(workers[0], 0) + int(value)
+        return out
 
     def on_every_worker(self, send, max_requests: int = 60) -> int:
         """Calls `send()` — one request on a new connection, asserting its outcome — until
