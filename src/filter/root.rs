@@ -12,15 +12,16 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
-use super::host::{self, now_ms, HostCrypto, Metrics};
-use super::http::{self, Request};
+use super::host::{self, now_ms, request_headers, HostCrypto, Metrics};
+use super::http;
 use super::shared::{HostSharedData, SharedKeys};
-use super::{PoolSlot, SharedState, VmState};
-use crate::cache::TokenCache;
+use super::{SharedState, Vm};
+use crate::authorize::Attempt;
 use crate::config::{Config, SignatureBackendChoice};
 use crate::jwks::parse_jwks;
-use crate::keys::{encode_envelope, KeyTiming, PoolKeys};
+use crate::keys::encode_envelope;
 use crate::metrics::Counter;
+use crate::vm::VmState;
 
 /// Tick while nothing waits: drives refreshes, retries and picking up keys other VMs fetched.
 const IDLE_TICK: Duration = Duration::from_millis(1000);
@@ -49,19 +50,18 @@ impl Root {
 
     /// Brings this VM's view of every pool up to date with shared data.
     fn sync_pools(&self, state: &SharedState) {
-        let mut s = state.borrow_mut();
-        for pool in 0..s.pools.len() {
-            s.sync_pool(pool);
-        }
+        let mut vm = state.borrow_mut();
+        vm.core.sync_pools();
+        vm.report_key_counts();
     }
 
     /// Starts the fetches that are due and whose lease this VM wins.
     fn dispatch_due_fetches(&mut self, state: &SharedState) {
         let now = now_ms();
-        let pool_count = state.borrow().pools.len();
+        let pool_count = state.borrow().core.pools.len();
         for pool in 0..pool_count {
             let (shared, timing, due, vm_id) = {
-                let s = state.borrow();
+                let s = &state.borrow().core;
                 let Some(slot) = s.pools.get(pool) else {
                     continue;
                 };
@@ -84,7 +84,7 @@ impl Root {
             }) else {
                 continue;
             };
-            if let Some(slot) = state.borrow_mut().pools.get_mut(pool) {
+            if let Some(slot) = state.borrow_mut().core.pools.get_mut(pool) {
                 slot.keys.observe(schedule);
             }
             if won {
@@ -95,7 +95,7 @@ impl Root {
 
     fn start_fetch(&mut self, state: &SharedState, pool: usize, shared: &SharedKeys, now: u64) {
         let (cluster, authority, path, timeout) = {
-            let s = state.borrow();
+            let s = &state.borrow().core;
             let Some(p) = s.config.pools.get(pool) else {
                 return;
             };
@@ -125,9 +125,9 @@ impl Root {
                     s.fetch_failed(now, host::jitter());
                     true
                 });
-                let mut s = state.borrow_mut();
-                s.metrics.count(Counter::JwksFetchFailed, Some(pool));
-                if let (Some(slot), Some((_, schedule))) = (s.pools.get_mut(pool), schedule) {
+                let mut vm = state.borrow_mut();
+                vm.metrics.count(Counter::JwksFetchFailed, Some(pool));
+                if let (Some(slot), Some((_, schedule))) = (vm.core.pools.get_mut(pool), schedule) {
                     slot.keys.observe(schedule);
                 }
             }
@@ -138,38 +138,26 @@ impl Root {
     /// deadline passed; the others keep waiting.
     fn wake_waiters(&mut self, state: &SharedState) {
         let now = now_ms();
-        let woken: Vec<_> = {
-            let mut guard = state.borrow_mut();
-            let s = &mut *guard;
-            let pools = &s.pools;
-            let (woken, kept) = s.waiters.drain(..).partition(|w| {
-                now >= w.deadline_ms
-                    || pools
-                        .get(w.pool)
-                        .is_none_or(|p| p.keys.generation() != w.generation)
-            });
-            s.waiters = kept;
-            woken
-        };
-        for waiter in woken {
+        let due = state.borrow_mut().core.due_waiters(now);
+        for waiter in due {
             // The request may be gone (client closed): then there is nothing to do.
             if hostcalls::set_effective_context(waiter.context_id).is_err() {
                 continue;
             }
-            let request = Request {
+            let attempt = Attempt {
                 context_id: waiter.context_id,
                 kid_refetched: waiter.kid_refetched,
                 deadline_ms: Some(waiter.deadline_ms),
             };
-            if http::authorize(state, request, &host::request_headers()) == Action::Continue {
+            if http::decide(state, attempt, &request_headers()) == Action::Continue {
                 let _ = hostcalls::resume_http_request();
             }
         }
         let _ = hostcalls::set_effective_context(self.context_id);
-        let mut s = state.borrow_mut();
-        if s.waiters.is_empty() && s.busy_tick {
-            s.busy_tick = false;
-            drop(s);
+        let mut vm = state.borrow_mut();
+        if vm.core.waiters.is_empty() && vm.core.busy_tick {
+            vm.core.busy_tick = false;
+            drop(vm);
             self.set_tick_period(IDLE_TICK);
         }
     }
@@ -178,7 +166,7 @@ impl Root {
         let now = now_ms();
         let status = host::callout_response_header(":status");
         let (max, name, shared) = {
-            let s = state.borrow();
+            let s = &state.borrow().core;
             let Some(slot) = s.pools.get(pool) else {
                 return;
             };
@@ -217,13 +205,14 @@ impl Root {
                 }
                 // Publish first, then release the lease: other workers pick the set up.
                 let cas = shared.publish(&encode_envelope(now, &body));
-                let timing = state.borrow().timing;
+                let timing = state.borrow().core.timing;
                 let schedule = shared.update(|s| {
                     s.fetch_succeeded(now, &timing);
                     true
                 });
-                let mut s = state.borrow_mut();
-                let changed = s
+                let mut vm = state.borrow_mut();
+                let changed = vm
+                    .core
                     .pools
                     .get(pool)
                     .and_then(|slot| slot.keys.keys())
@@ -234,11 +223,12 @@ impl Root {
                 } else {
                     debug!("pool {name}: JWKS refreshed, kids [{kids}]");
                 }
-                s.install_keys(pool, parsed.keys, now, cas);
-                if let (Some(slot), Some((_, schedule))) = (s.pools.get_mut(pool), schedule) {
+                vm.core.install_keys(pool, parsed.keys, now, cas);
+                if let (Some(slot), Some((_, schedule))) = (vm.core.pools.get_mut(pool), schedule) {
                     slot.keys.observe(schedule);
                 }
-                s.metrics.count(Counter::JwksFetchOk, Some(pool));
+                vm.report_key_counts();
+                vm.metrics.count(Counter::JwksFetchOk, Some(pool));
             }
             Err(why) => {
                 let jitter = host::jitter();
@@ -246,8 +236,9 @@ impl Root {
                     s.fetch_failed(now, jitter);
                     true
                 });
-                let mut s = state.borrow_mut();
-                let keeping = s
+                let mut vm = state.borrow_mut();
+                let keeping = vm
+                    .core
                     .pools
                     .get(pool)
                     .is_some_and(|slot| slot.keys.keys().is_some());
@@ -259,10 +250,10 @@ impl Root {
                         "no keys yet"
                     }
                 );
-                if let (Some(slot), Some((_, schedule))) = (s.pools.get_mut(pool), schedule) {
+                if let (Some(slot), Some((_, schedule))) = (vm.core.pools.get_mut(pool), schedule) {
                     slot.keys.observe(schedule);
                 }
-                s.metrics.count(Counter::JwksFetchFailed, Some(pool));
+                vm.metrics.count(Counter::JwksFetchFailed, Some(pool));
             }
         }
         self.wake_waiters(state);
@@ -273,7 +264,7 @@ impl Context for Root {
     /// A VM going away mid-fetch hands its lease back, so another worker fetches at once.
     fn on_done(&mut self) -> bool {
         if let Some(state) = &self.state {
-            let s = state.borrow();
+            let s = &state.borrow().core;
             for pool in self.fetches.values() {
                 if let Some(slot) = s.pools.get(*pool) {
                     // Only a lease this VM still holds: another VM may have taken it since.
@@ -348,25 +339,13 @@ impl RootContext for Root {
                 "jwt-simple"
             }
         );
-        let state = Rc::new(RefCell::new(VmState {
-            timing: KeyTiming::from_config(&config),
-            pools: config
-                .pools
-                .iter()
-                .map(|p| PoolSlot {
-                    keys: PoolKeys::new(),
-                    shared: SharedKeys::for_pool(p, HostSharedData),
-                    envelope_cas: None,
-                })
-                .collect(),
-            cache: TokenCache::new(config.token_cache_size),
-            waiters: Vec::new(),
-            busy_tick: false,
-            metrics: Metrics::define(&config),
+        let metrics = Metrics::define(&config);
+        // Tells this VM's fetch leases from other VMs'.
+        let core = VmState::new(config, HostSharedData, host::jitter());
+        let state = Rc::new(RefCell::new(Vm {
+            core,
+            metrics,
             host_crypto,
-            // Tells this VM's fetch leases from other VMs' (never 0: "unknown holder").
-            vm_id: host::jitter() | 1,
-            config: Rc::new(config),
         }));
         self.state = Some(Rc::clone(&state));
         self.fetches.clear();
@@ -375,12 +354,12 @@ impl RootContext for Root {
         // After a reload with a shorter refresh period, the shared schedule (kept across
         // reloads with the keys) must not wait for the old, longer one.
         // The schedule entries exist before any tick can take a lease (see shared_keys).
-        for slot in state.borrow().pools.iter() {
+        for slot in state.borrow().core.pools.iter() {
             slot.shared.ensure_schedule();
         }
         self.sync_pools(&state);
-        let (now, timing) = (now_ms(), state.borrow().timing);
-        for slot in state.borrow().pools.iter() {
+        let (now, timing) = (now_ms(), state.borrow().core.timing);
+        for slot in state.borrow().core.pools.iter() {
             let fetched_at = slot.keys.fetched_at_ms();
             let _ = slot
                 .shared
@@ -397,7 +376,7 @@ impl RootContext for Root {
         };
         if !self.ticked {
             self.ticked = true;
-            if !state.borrow().busy_tick {
+            if !state.borrow().core.busy_tick {
                 self.set_tick_period(IDLE_TICK);
             }
         }
