@@ -116,7 +116,7 @@ test-compat: venv build build-fault
 	done
 
 # Envoy without auth, with a no-op Wasm filter, with jwt_authn (with and without its cache) and
-# with this filter, side by side (SPEC §9). BENCH_QUICK=1: a smoke run of about 2 minutes.
+# with this filter, side by side (README "Benchmarks"). BENCH_QUICK=1: a smoke run of about 2 minutes.
 bench: venv build
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk; }
 	cargo build --release --target $(WASM_TARGET) --manifest-path tests/noop-filter/Cargo.toml --target-dir target/noop-filter

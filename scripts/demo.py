@@ -162,6 +162,14 @@ def walkthrough(envoy: Envoy, pool: CognitoPool, ports: dict[str, int]) -> list[
         if seen.get("x-cognito-username") != USERNAME:
             problems.append(f"the upstream did not get x-cognito-username: {USERNAME}")
 
+    # The security review's reproductions, as a new user would try them on the demo.
+    resp = envoy.request("/admin/../healthz")
+    if resp.status != 200 or json.loads(resp.body).get("path") != "/healthz":
+        problems.append(f"/admin/../healthz: expected Envoy to normalise it to /healthz, got {resp.status}")
+    resp = envoy.request("/healthz", {"x_cognito_sub": "victim-uuid"})
+    if resp.status != 400:
+        problems.append(f"a header named x_cognito_sub: expected 400 from Envoy, got {resp.status}")
+
     print(
         f"""
 ------------------------------------------------------------------------------------------

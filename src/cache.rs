@@ -1,4 +1,4 @@
-//! The verified-token cache (SPEC §9): per VM, bounded, exp-aware.
+//! The verified-token cache (README "Behaviour", "Keys"): per VM, bounded, exp-aware.
 //!
 //! The key is the whole token string, so an entry can only ever be found by the exact token
 //! that was verified: the cache cannot be poisoned by a look-alike. An entry expires with the

@@ -138,7 +138,7 @@ pub enum CorsPreflight {
 }
 
 // ---------------------------------------------------------------------------------------
-// Wire format: exactly the JSON keys of SPEC §0. Unknown keys are refused.
+// Wire format: exactly the JSON keys of README "Configuration reference". Unknown keys are refused.
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -339,7 +339,7 @@ const RESERVED_HEADERS: &[&str] = &[
 pub type Warnings = Vec<String>;
 
 impl Config {
-    /// Parses and validates the plugin configuration (SPEC §7).
+    /// Parses and validates the plugin configuration (README "Configuration reference").
     pub fn parse(json: &[u8]) -> Result<(Config, Warnings), ConfigError> {
         let deserializer = &mut serde_json::Deserializer::from_slice(json);
         let wire: WireConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {

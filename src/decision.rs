@@ -1,4 +1,4 @@
-//! The only place a refusal becomes an HTTP answer (SPEC §1 table): status, body,
+//! The only place a refusal becomes an HTTP answer (README "Behaviour" table): status, body,
 //! `www-authenticate`, `retry-after`, the metric and the reason name.
 //!
 //! Bodies are byte-compatible with API Gateway's, and never say more than API Gateway does:

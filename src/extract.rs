@@ -1,4 +1,4 @@
-//! Token sources (SPEC §3): from the configured headers, query parameters and cookies to the
+//! Token sources (README "Configuration reference", token_sources): from the configured headers, query parameters and cookies to the
 //! one token of the request — or why there is none.
 
 use crate::config::TokenSource;

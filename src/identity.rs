@@ -1,4 +1,4 @@
-//! Identity for the upstream (SPEC §5): claim values as header values.
+//! Identity for the upstream (README "Identity for the upstream"): claim values as header values.
 
 use serde_json::Value;
 

@@ -1,4 +1,4 @@
-//! JWKS parsing and validation (SPEC §6): a fetched body becomes a [`KeySet`] of verifying
+//! JWKS parsing and validation (README "Keys"): a fetched body becomes a [`KeySet`] of verifying
 //! keys by `kid`, each converted once here so that verification does no key parsing.
 //!
 //! A key that cannot be used (unknown type, symmetric, too weak, `use` other than `sig`) is

@@ -1,4 +1,4 @@
-//! The key-set lifecycle of one pool (SPEC §6) as pure state transitions.
+//! The key-set lifecycle of one pool (README "Keys") as pure state transitions.
 //!
 //! Two halves, because Envoy runs one VM per worker thread and the keys are fetched once for
 //! the whole process:

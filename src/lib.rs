@@ -23,6 +23,7 @@
     )
 )]
 
+pub mod authorize;
 pub mod cache;
 pub mod cognito;
 pub mod config;
@@ -40,6 +41,7 @@ pub mod rules;
 pub mod shared_keys;
 pub mod signature;
 pub mod verify;
+pub mod vm;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;

@@ -1,4 +1,4 @@
-//! Every metric name the filter publishes (SPEC §8), in one list. Names are a public
+//! Every metric name the filter publishes (README "Metrics"), in one list. Names are a public
 //! contract: never rename one.
 
 /// A counter, process-wide (`cognito_authorizer.<name>`) and, for request outcomes, per pool

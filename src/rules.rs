@@ -1,4 +1,4 @@
-//! Route rules (SPEC §4): compiled once at configure time, matched first-wins per request.
+//! Route rules (README "rules entries" and "Paths"): compiled once at configure time, matched first-wins per request.
 //!
 //! Matching works on every reading of the path (see `path::readings`) so that `//admin`,
 //! `/public/../admin`, `/%61dmin` or `/admin/..;/x` cannot slip past a rule written for

@@ -1,4 +1,4 @@
-//! Token verification (SPEC §2), in two steps so that no key is fetched for a token that
+//! Token verification (README "Behaviour"), in two steps so that no key is fetched for a token that
 //! cheap checks already refuse:
 //!
 //! 1. [`inspect`]: structure, algorithm, issuer → pool, claim types, `token_use` and client.

@@ -1,5 +1,5 @@
 //! A token from a request through `inspect` and, when that passes, `verify_signature`, against
-//! a fixed configuration (SPEC §0's pool plus a non-Cognito issuer) and a fixed JWKS (RSA with
+//! a fixed configuration (README "Configuration reference"'s pool plus a non-Cognito issuer) and a fixed JWKS (RSA with
 //! and without `alg`, EC P-256, EC P-384, OKP Ed25519; fixtures/, made by seedgen).
 //!
 //! Input forms:
@@ -9,7 +9,7 @@
 //!
 //! Invariants: nothing panics; nothing verifies unless it is one of the valid seed tokens
 //! (fixtures/valid_tokens.txt) or the ECDSA `(r, n - s)` twin of one (malleability, accepted:
-//! see fuzz/README.md); whatever verifies satisfies every claim rule of SPEC §2.
+//! see fuzz/README.md); whatever verifies satisfies every claim rule of README "Behaviour".
 #![no_main]
 
 #[allow(unused_macros)]

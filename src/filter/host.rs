@@ -65,7 +65,7 @@ pub fn set_request_header(name: &str, value: Option<&str>) {
 }
 
 /// Publishes `cognito_authorizer.<key>` as a property (Envoy filter state `wasm.<key>`).
-pub fn set_property(key: &'static str, value: &str) {
+pub fn set_property(key: &str, value: &str) {
     let _ = hostcalls::set_property(vec![key], Some(value.as_bytes()));
 }
 
@@ -130,15 +130,6 @@ impl Metrics {
             bump(ids);
         }
     }
-}
-
-/// Property names (SPEC §5), readable as `%FILTER_STATE(wasm.<name>:PLAIN)%`.
-pub mod property {
-    pub const DECISION: &str = "cognito_authorizer.decision";
-    pub const REASON: &str = "cognito_authorizer.reason";
-    pub const POOL: &str = "cognito_authorizer.pool";
-    pub const SUB: &str = "cognito_authorizer.sub";
-    pub const CLIENT_ID: &str = "cognito_authorizer.client_id";
 }
 
 /// Envoy's `verify_signature` foreign function, per key kind, as the self-test found it.

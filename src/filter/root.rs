@@ -13,16 +13,17 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
-use super::host::{self, now_ms, HostCrypto, Metrics};
-use super::http::{self, Request};
+use super::host::{self, now_ms, request_headers, HostCrypto, Metrics};
+use super::http;
 use super::shared::{HostSharedData, SharedKeys, SharedRevocations};
-use super::{PoolSlot, SharedState, SourceSlot, VmState};
-use crate::cache::TokenCache;
+use super::{SharedState, Vm};
+use crate::authorize::Attempt;
 use crate::config::{Config, SignatureBackendChoice};
 use crate::jwks::parse_jwks;
-use crate::keys::{encode_envelope, KeyTiming, PoolKeys};
+use crate::keys::encode_envelope;
 use crate::metrics::Counter;
 use crate::revocation::{document_digest, RevocationList, Stamp};
+use crate::vm::VmState;
 
 /// Tick while nothing waits: drives refreshes, retries and picking up keys other VMs fetched.
 const IDLE_TICK: Duration = Duration::from_millis(1000);
@@ -31,17 +32,13 @@ const IDLE_TICK: Duration = Duration::from_millis(1000);
 /// published, so a revocation is in force on every worker within `refresh_seconds` + 1 s.
 const IDLE_TICK_REVOCATIONS: Duration = Duration::from_millis(500);
 
-fn idle_tick(s: &VmState) -> Duration {
-    if s.sources.is_empty() {
+fn idle_tick(vm: &Vm) -> Duration {
+    if vm.core.sources.is_empty() {
         IDLE_TICK
     } else {
         IDLE_TICK_REVOCATIONS
     }
 }
-/// The first tick, right after configuration, starts the first fetch. Not on_configure
-/// itself: Envoy configures a throw-away root context first, whose callouts are cancelled
-/// with it (seen on Envoy 1.40: the lease then blocked every worker for 2 x the timeout).
-const FIRST_TICK: Duration = Duration::from_millis(1);
 
 /// What a callout this VM started fetches.
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +48,10 @@ enum Fetch {
     /// A revocation document (source index).
     Revocations(usize),
 }
+/// The first tick, right after configuration, starts the first fetch. Not on_configure
+/// itself: Envoy configures a throw-away root context first, whose callouts are cancelled
+/// with it (seen on Envoy 1.40: the lease then blocked every worker for 2 x the timeout).
+const FIRST_TICK: Duration = Duration::from_millis(1);
 
 pub struct Root {
     context_id: u32,
@@ -72,23 +73,19 @@ impl Root {
 
     /// Brings this VM's view of every pool up to date with shared data.
     fn sync_pools(&self, state: &SharedState) {
-        let mut s = state.borrow_mut();
-        for pool in 0..s.pools.len() {
-            s.sync_pool(pool);
-        }
-        let now = now_ms();
-        for source in 0..s.sources.len() {
-            s.sync_source(source, now);
-        }
+        let mut vm = state.borrow_mut();
+        vm.core.sync_pools();
+        vm.core.sync_sources(now_ms());
+        vm.report_key_counts();
     }
 
     /// Starts the revocation fetches that are due and whose lease this VM wins.
     fn dispatch_due_revocation_fetches(&mut self, state: &SharedState) {
         let now = now_ms();
-        let count = state.borrow().sources.len();
+        let count = state.borrow().core.sources.len();
         for source in 0..count {
             let (shared, timing, due, vm_id) = {
-                let s = state.borrow();
+                let s = &state.borrow().core;
                 let Some(slot) = s.sources.get(source) else {
                     continue;
                 };
@@ -111,7 +108,7 @@ impl Root {
             }) else {
                 continue;
             };
-            if let Some(slot) = state.borrow_mut().sources.get_mut(source) {
+            if let Some(slot) = state.borrow_mut().core.sources.get_mut(source) {
                 slot.list.observe(schedule);
             }
             if won {
@@ -128,7 +125,7 @@ impl Root {
         now: u64,
     ) {
         let (cluster, authority, path, timeout) = {
-            let s = state.borrow();
+            let s = &state.borrow().core;
             let Some(src) = s.config.revocation_sources.get(source) else {
                 return;
             };
@@ -157,9 +154,11 @@ impl Root {
                     s.fetch_failed(now, host::jitter());
                     true
                 });
-                let mut s = state.borrow_mut();
-                s.metrics.count(Counter::RevocationFetchFailed, None);
-                if let (Some(slot), Some((_, schedule))) = (s.sources.get_mut(source), schedule) {
+                let mut vm = state.borrow_mut();
+                vm.metrics.count(Counter::RevocationFetchFailed, None);
+                if let (Some(slot), Some((_, schedule))) =
+                    (vm.core.sources.get_mut(source), schedule)
+                {
                     slot.list.observe(schedule);
                 }
             }
@@ -172,7 +171,7 @@ impl Root {
         let now = now_ms();
         let status = host::callout_response_header(":status");
         let (limits, shared, timing, known_digest) = {
-            let s = state.borrow();
+            let s = &state.borrow().core;
             let (Some(src), Some(slot)) = (
                 s.config.revocation_sources.get(source),
                 s.sources.get(source),
@@ -224,8 +223,8 @@ impl Root {
                     s.fetch_succeeded(now, &timing);
                     true
                 });
-                let mut s = state.borrow_mut();
-                if let Some(slot) = s.sources.get_mut(source) {
+                let mut vm = state.borrow_mut();
+                if let Some(slot) = vm.core.sources.get_mut(source) {
                     match list {
                         Some((list, took_ms)) => {
                             info!(
@@ -249,7 +248,7 @@ impl Root {
                         slot.list.observe(schedule);
                     }
                 }
-                s.metrics.count(Counter::RevocationFetchOk, None);
+                vm.metrics.count(Counter::RevocationFetchOk, None);
             }
             Err(why) => {
                 let jitter = host::jitter();
@@ -257,8 +256,8 @@ impl Root {
                     s.fetch_failed(now, jitter);
                     true
                 });
-                let mut s = state.borrow_mut();
-                if let Some(slot) = s.sources.get_mut(source) {
+                let mut vm = state.borrow_mut();
+                if let Some(slot) = vm.core.sources.get_mut(source) {
                     warn!(
                         "revocations #{source}: fetch failed ({why}); {}",
                         if slot.list.keys().is_some() {
@@ -271,7 +270,7 @@ impl Root {
                         slot.list.observe(schedule);
                     }
                 }
-                s.metrics.count(Counter::RevocationFetchFailed, None);
+                vm.metrics.count(Counter::RevocationFetchFailed, None);
             }
         }
         self.wake_waiters(state);
@@ -280,10 +279,10 @@ impl Root {
     /// Starts the fetches that are due and whose lease this VM wins.
     fn dispatch_due_fetches(&mut self, state: &SharedState) {
         let now = now_ms();
-        let pool_count = state.borrow().pools.len();
+        let pool_count = state.borrow().core.pools.len();
         for pool in 0..pool_count {
             let (shared, timing, due, vm_id) = {
-                let s = state.borrow();
+                let s = &state.borrow().core;
                 let Some(slot) = s.pools.get(pool) else {
                     continue;
                 };
@@ -306,7 +305,7 @@ impl Root {
             }) else {
                 continue;
             };
-            if let Some(slot) = state.borrow_mut().pools.get_mut(pool) {
+            if let Some(slot) = state.borrow_mut().core.pools.get_mut(pool) {
                 slot.keys.observe(schedule);
             }
             if won {
@@ -317,7 +316,7 @@ impl Root {
 
     fn start_fetch(&mut self, state: &SharedState, pool: usize, shared: &SharedKeys, now: u64) {
         let (cluster, authority, path, timeout) = {
-            let s = state.borrow();
+            let s = &state.borrow().core;
             let Some(p) = s.config.pools.get(pool) else {
                 return;
             };
@@ -347,9 +346,9 @@ impl Root {
                     s.fetch_failed(now, host::jitter());
                     true
                 });
-                let mut s = state.borrow_mut();
-                s.metrics.count(Counter::JwksFetchFailed, Some(pool));
-                if let (Some(slot), Some((_, schedule))) = (s.pools.get_mut(pool), schedule) {
+                let mut vm = state.borrow_mut();
+                vm.metrics.count(Counter::JwksFetchFailed, Some(pool));
+                if let (Some(slot), Some((_, schedule))) = (vm.core.pools.get_mut(pool), schedule) {
                     slot.keys.observe(schedule);
                 }
             }
@@ -360,37 +359,27 @@ impl Root {
     /// deadline passed; the others keep waiting.
     fn wake_waiters(&mut self, state: &SharedState) {
         let now = now_ms();
-        let woken: Vec<_> = {
-            let mut s = state.borrow_mut();
-            let waiters = std::mem::take(&mut s.waiters);
-            let (woken, kept) = waiters.into_iter().partition(|w| {
-                now >= w.deadline_ms
-                    || w.pool >= s.pools.len()
-                    || s.generation_of(w.pool) != w.generation
-            });
-            s.waiters = kept;
-            woken
-        };
-        for waiter in woken {
+        let due = state.borrow_mut().core.due_waiters(now);
+        for waiter in due {
             // The request may be gone (client closed): then there is nothing to do.
             if hostcalls::set_effective_context(waiter.context_id).is_err() {
                 continue;
             }
-            let request = Request {
+            let attempt = Attempt {
                 context_id: waiter.context_id,
                 kid_refetched: waiter.kid_refetched,
                 deadline_ms: Some(waiter.deadline_ms),
             };
-            if http::authorize(state, request, &host::request_headers()) == Action::Continue {
+            if http::decide(state, attempt, &request_headers()) == Action::Continue {
                 let _ = hostcalls::resume_http_request();
             }
         }
         let _ = hostcalls::set_effective_context(self.context_id);
-        let mut s = state.borrow_mut();
-        if s.waiters.is_empty() && s.busy_tick {
-            s.busy_tick = false;
-            let idle = idle_tick(&s);
-            drop(s);
+        let mut vm = state.borrow_mut();
+        if vm.core.waiters.is_empty() && vm.core.busy_tick {
+            vm.core.busy_tick = false;
+            let idle = idle_tick(&vm);
+            drop(vm);
             self.set_tick_period(idle);
         }
     }
@@ -399,7 +388,7 @@ impl Root {
         let now = now_ms();
         let status = host::callout_response_header(":status");
         let (max, name, shared) = {
-            let s = state.borrow();
+            let s = &state.borrow().core;
             let Some(slot) = s.pools.get(pool) else {
                 return;
             };
@@ -438,13 +427,14 @@ impl Root {
                 }
                 // Publish first, then release the lease: other workers pick the set up.
                 let cas = shared.publish(&encode_envelope(now, &body));
-                let timing = state.borrow().timing;
+                let timing = state.borrow().core.timing;
                 let schedule = shared.update(|s| {
                     s.fetch_succeeded(now, &timing);
                     true
                 });
-                let mut s = state.borrow_mut();
-                let changed = s
+                let mut vm = state.borrow_mut();
+                let changed = vm
+                    .core
                     .pools
                     .get(pool)
                     .and_then(|slot| slot.keys.keys())
@@ -455,11 +445,12 @@ impl Root {
                 } else {
                     debug!("pool {name}: JWKS refreshed, kids [{kids}]");
                 }
-                s.install_keys(pool, parsed.keys, now, cas);
-                if let (Some(slot), Some((_, schedule))) = (s.pools.get_mut(pool), schedule) {
+                vm.core.install_keys(pool, parsed.keys, now, cas);
+                if let (Some(slot), Some((_, schedule))) = (vm.core.pools.get_mut(pool), schedule) {
                     slot.keys.observe(schedule);
                 }
-                s.metrics.count(Counter::JwksFetchOk, Some(pool));
+                vm.report_key_counts();
+                vm.metrics.count(Counter::JwksFetchOk, Some(pool));
             }
             Err(why) => {
                 let jitter = host::jitter();
@@ -467,8 +458,9 @@ impl Root {
                     s.fetch_failed(now, jitter);
                     true
                 });
-                let mut s = state.borrow_mut();
-                let keeping = s
+                let mut vm = state.borrow_mut();
+                let keeping = vm
+                    .core
                     .pools
                     .get(pool)
                     .is_some_and(|slot| slot.keys.keys().is_some());
@@ -480,10 +472,10 @@ impl Root {
                         "no keys yet"
                     }
                 );
-                if let (Some(slot), Some((_, schedule))) = (s.pools.get_mut(pool), schedule) {
+                if let (Some(slot), Some((_, schedule))) = (vm.core.pools.get_mut(pool), schedule) {
                     slot.keys.observe(schedule);
                 }
-                s.metrics.count(Counter::JwksFetchFailed, Some(pool));
+                vm.metrics.count(Counter::JwksFetchFailed, Some(pool));
             }
         }
         self.wake_waiters(state);
@@ -494,7 +486,7 @@ impl Context for Root {
     /// A VM going away mid-fetch hands its lease back, so another worker fetches at once.
     fn on_done(&mut self) -> bool {
         if let Some(state) = &self.state {
-            let s = state.borrow();
+            let s = &state.borrow().core;
             for fetch in self.fetches.values() {
                 // Only a lease this VM still holds: another VM may have taken it since.
                 let shared = match *fetch {
@@ -587,36 +579,13 @@ impl RootContext for Root {
                 "jwt-simple"
             }
         );
-        let state = Rc::new(RefCell::new(VmState {
-            timing: KeyTiming::from_config(&config),
-            pools: config
-                .pools
-                .iter()
-                .map(|p| PoolSlot {
-                    keys: PoolKeys::new(),
-                    shared: SharedKeys::for_pool(p, HostSharedData),
-                    envelope_cas: None,
-                })
-                .collect(),
-            sources: config
-                .revocation_sources
-                .iter()
-                .map(|src| SourceSlot {
-                    list: PoolKeys::new(),
-                    shared: SharedRevocations::for_source(src, HostSharedData),
-                    timing: src.timing(),
-                    stamp_cas: None,
-                    digest: None,
-                })
-                .collect(),
-            cache: TokenCache::new(config.token_cache_size),
-            waiters: Vec::new(),
-            busy_tick: false,
-            metrics: Metrics::define(&config),
+        let metrics = Metrics::define(&config);
+        // Tells this VM's fetch leases from other VMs'.
+        let core = VmState::new(config, HostSharedData, host::jitter());
+        let state = Rc::new(RefCell::new(Vm {
+            core,
+            metrics,
             host_crypto,
-            // Tells this VM's fetch leases from other VMs' (never 0: "unknown holder").
-            vm_id: host::jitter() | 1,
-            config: Rc::new(config),
         }));
         self.state = Some(Rc::clone(&state));
         self.fetches.clear();
@@ -625,21 +594,21 @@ impl RootContext for Root {
         // After a reload with a shorter refresh period, the shared schedule (kept across
         // reloads with the keys) must not wait for the old, longer one.
         // The schedule entries exist before any tick can take a lease (see shared_keys).
-        for slot in state.borrow().pools.iter() {
+        for slot in state.borrow().core.pools.iter() {
             slot.shared.ensure_schedule();
         }
-        for slot in state.borrow().sources.iter() {
+        for slot in state.borrow().core.sources.iter() {
             slot.shared.entries.ensure_schedule();
         }
         self.sync_pools(&state);
-        let (now, timing) = (now_ms(), state.borrow().timing);
-        for slot in state.borrow().pools.iter() {
+        let (now, timing) = (now_ms(), state.borrow().core.timing);
+        for slot in state.borrow().core.pools.iter() {
             let fetched_at = slot.keys.fetched_at_ms();
             let _ = slot
                 .shared
                 .update(|s| s.fit_refresh(now, fetched_at, &timing));
         }
-        for slot in state.borrow().sources.iter() {
+        for slot in state.borrow().core.sources.iter() {
             let fetched_at = slot.list.fetched_at_ms();
             let _ = slot
                 .shared
@@ -658,8 +627,8 @@ impl RootContext for Root {
         if !self.ticked {
             self.ticked = true;
             let idle = {
-                let s = state.borrow();
-                (!s.busy_tick).then(|| idle_tick(&s))
+                let vm = state.borrow();
+                (!vm.core.busy_tick).then(|| idle_tick(&vm))
             };
             if let Some(idle) = idle {
                 self.set_tick_period(idle);

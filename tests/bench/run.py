@@ -1,5 +1,5 @@
 """`make bench`: Envoy without auth, with a no-op Wasm filter, with its native jwt_authn (with
-and without cache) and with cognito-authorizer, side by side on this machine (SPEC §9).
+and without cache) and with cognito-authorizer, side by side on this machine (README "Benchmarks").
 
     ENVOY_BIN=<envoy> WASM=<abs path of cognito_authorizer.wasm> .venv/bin/python tests/bench/run.py
 
@@ -371,7 +371,7 @@ def render(results: dict) -> str:
         L.append(
             f"JWKS fetches served by the local JWKS server: {results.get('jwks_fetches_bench', 0)} "
             f"during the bench for {n} authorizer Envoy(s) (each: main thread + 2 worker VMs; "
-            f"SPEC §6 wants one per process); {'/'.join(map(str, cold)) or '—'} for each "
+            f"README 'Keys' wants one per process); {'/'.join(map(str, cold)) or '—'} for each "
             f"authorizer cold start."
         )
         L.append("")
@@ -658,7 +658,7 @@ def main() -> int:
                     }
                 )
         results["micro"] = {"seconds": MICRO_SECONDS, "reps": reps, "summary": summary}
-        # Per Envoy process, whatever its number of worker VMs (SPEC §6): expect 1.
+        # Per Envoy process, whatever its number of worker VMs (README "Keys"): expect 1.
         results["jwks_fetches_bench"] = jwks.fetches
         for e in running:
             e.stop()  # flushes its log

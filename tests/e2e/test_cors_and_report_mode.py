@@ -1,4 +1,4 @@
-"""CORS (SPEC §1, README "Behaviour") and report mode.
+"""CORS (README "Behaviour") and report mode.
 
 CORS: a preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) reaches the
 upstream without a token unless `"cors_preflight": "authenticate"`; local replies carry
@@ -381,7 +381,7 @@ def test_report_mode_allowed_token_gets_identity_headers(report, upstream, signi
 def test_report_mode_filter_state_says_report_for_what_would_be_refused(
     report, upstream, signing_key, report_log
 ):
-    """SPEC §5: `cognito_authorizer.decision` is `report` for a request let through only
+    """README "Identity for the upstream": `cognito_authorizer.decision` is `report` for a request let through only
     because of report mode, `allow` for one that would pass anyway."""
     refused, allowed = f"/orders/{uuid.uuid4().hex}", f"/orders/{uuid.uuid4().hex}"
     assert_allowed(send(report, upstream, refused), upstream)

@@ -112,7 +112,7 @@ def test_each_expired_request_counts_once(authorizer, upstream, expired_id_token
 )
 def test_forged_expired_token_is_invalid_not_expired(authorizer, upstream, request, token_fixture):
     """ "The incoming token has expired" is said of authentic tokens only: a forged one is
-    rejected for its signature (SPEC §2 checks the signature before the time claims)."""
+    rejected for its signature (README "Behaviour" checks the signature before the time claims)."""
     token = request.getfixturevalue(token_fixture)
     outcomes = Outcomes(authorizer)
 

@@ -29,12 +29,12 @@ from support.key_lifecycle import (
     IDLE_TICK,
     SLACK,
     LdsFiles,
-    bearer,
     fetches_since,
     id_token,
     listener_reloads,
     wait_for_reload,
 )
+from support.scenarios import bearer
 from support.ports import free_port
 from support.polling import wait_until
 
@@ -187,7 +187,7 @@ def test_reload_making_the_keys_overdue_refreshes_at_once_and_keeps_serving_vali
     """Keys fetched under refresh 3600 s; 3.5 s later the reload sets refresh 3 s, max stale
     0 s: by the new settings the refresh that should have replaced the keys was due 0.5 s
     ago and the keys are no longer usable. The JWKS is healthy all along: the overdue
-    refresh should run now, and no request should get 503 (SPEC §1: 503 when keys are not
+    refresh should run now, and no request should get 503 (README "Behaviour": 503 when keys are not
     obtainable) or wait longer than a fetch takes."""
     config = self_minted_only_config()
     envoy, files = lds_envoy(config)

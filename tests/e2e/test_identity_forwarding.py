@@ -1,4 +1,4 @@
-"""Identity for the upstream (SPEC §5): claim headers render strings as they are, arrays
+"""Identity for the upstream (README "Identity for the upstream"): claim headers render strings as they are, arrays
 joined with `,`, numbers and booleans as JSON, and never carry a control character; the
 payload header is the token's own payload segment (base64url JSON of the verified payload);
 client copies of every header the filter sets are removed.

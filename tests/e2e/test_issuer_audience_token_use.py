@@ -14,10 +14,7 @@ from support.authorizer_config import (
     TEST_ISSUER,
     UNKNOWN_ISSUER,
 )
-
-
-def _bearer(token: str) -> dict:
-    return {"Authorization": f"Bearer {token}"}
+from support.scenarios import bearer
 
 
 # --- issuer ------------------------------------------------------------------------------
@@ -55,7 +52,7 @@ def test_token_from_unconfigured_issuer_is_invalid_without_any_key_fetch(
     fetches_before = jwks.hits()
     outcomes = Outcomes(authorizer)
 
-    resp = authorizer.request("/hello", _bearer(unconfigured_issuer_token))
+    resp = authorizer.request("/hello", bearer(unconfigured_issuer_token))
 
     assert_invalid(resp, upstream)
     assert outcomes.changes() == {"denied_invalid": 1}
@@ -66,7 +63,7 @@ def test_token_from_unconfigured_issuer_is_invalid_without_any_key_fetch(
 def test_token_whose_issuer_is_not_exactly_a_pools_is_invalid(
     authorizer, upstream, request, token_fixture
 ):
-    resp = authorizer.request("/hello", _bearer(request.getfixturevalue(token_fixture)))
+    resp = authorizer.request("/hello", bearer(request.getfixturevalue(token_fixture)))
 
     assert_invalid(resp, upstream)
 
@@ -79,7 +76,7 @@ def test_moto_id_token_of_unconfigured_app_client_is_invalid(
 ):
     tokens = cognito.login("alice", client_id=other_client_id)
 
-    resp = authorizer.request("/hello", _bearer(tokens.id_token))
+    resp = authorizer.request("/hello", bearer(tokens.id_token))
 
     assert_invalid(resp, upstream)
 
@@ -89,7 +86,7 @@ def test_moto_access_token_of_unconfigured_app_client_is_invalid(
 ):
     tokens = cognito.login("alice", client_id=other_client_id)
 
-    resp = authorizer.request("/hello", _bearer(tokens.access_token))
+    resp = authorizer.request("/hello", bearer(tokens.access_token))
 
     assert_invalid(resp, upstream)
 
@@ -143,7 +140,7 @@ def access_token_with_aud_but_other_client_id(signing_key) -> str:
 def test_token_for_unconfigured_client_is_invalid(authorizer, upstream, request, token_fixture):
     outcomes = Outcomes(authorizer)
 
-    resp = authorizer.request("/hello", _bearer(request.getfixturevalue(token_fixture)))
+    resp = authorizer.request("/hello", bearer(request.getfixturevalue(token_fixture)))
 
     assert_invalid(resp, upstream)
     assert outcomes.changes() == {"denied_invalid": 1}
@@ -183,7 +180,7 @@ def test_id_token_for_access_only_pool_is_invalid(
 ):
     outcomes = Outcomes(authorizer)
 
-    resp = authorizer.request("/hello", _bearer(id_token_for_access_only_pool))
+    resp = authorizer.request("/hello", bearer(id_token_for_access_only_pool))
 
     assert_invalid(resp, upstream)
     assert outcomes.changes() == {"denied_invalid": 1}
@@ -192,7 +189,7 @@ def test_id_token_for_access_only_pool_is_invalid(
 def test_access_token_for_access_only_pool_passes(
     authorizer, upstream, access_token_for_access_only_pool
 ):
-    resp = authorizer.request("/hello", _bearer(access_token_for_access_only_pool))
+    resp = authorizer.request("/hello", bearer(access_token_for_access_only_pool))
 
     seen = assert_allowed(resp, upstream)
     assert seen.header("x-cognito-token-use") == "access"
@@ -202,6 +199,6 @@ def test_access_token_for_access_only_pool_passes(
 def test_token_without_id_or_access_token_use_is_invalid(
     authorizer, upstream, request, token_fixture
 ):
-    resp = authorizer.request("/hello", _bearer(request.getfixturevalue(token_fixture)))
+    resp = authorizer.request("/hello", bearer(request.getfixturevalue(token_fixture)))
 
     assert_invalid(resp, upstream)

@@ -1,4 +1,4 @@
-"""Issue 4, JWKS outages (SPEC §6): no keys at start, then recovery without a restart; keys
+"""Issue 4, JWKS outages (README "Keys"): no keys at start, then recovery without a restart; keys
 loaded and then the JWKS hangs or refuses connections (stale keys until the bound, then
 503); malformed refreshes of every other kind; slow answers, within and past the timeout.
 Every test counts what the JWKS server saw and bounds it by the backoff the filter promises
@@ -32,8 +32,6 @@ from support.authorizer_config import (
 from support.key_lifecycle import (
     IDLE_TICK,
     SLACK,
-    ScriptedJwks,
-    bearer,
     fetches_since,
     id_token,
     max_backoff,
@@ -41,6 +39,8 @@ from support.key_lifecycle import (
     min_backoff,
     wait_for_answered_fetch,
 )
+from support.scenarios import bearer
+from support.jwks_server import JwksServer
 from support.polling import wait_until
 
 PATH = jwks_path(TEST_POOL)
@@ -132,7 +132,7 @@ def _refuse(jwks_server, scripted):
 def test_outage_after_keys_loaded_serves_stale_keys_until_refresh_plus_max_stale_then_503(
     start_envoy, jwks, upstream, signing_key, break_jwks
 ):
-    scripted = ScriptedJwks()
+    scripted = JwksServer(keep_alive=False)
     try:
         scripted.set(PATH, tk.jwks(signing_key))
         server = jwks if break_jwks is _hang else scripted
@@ -205,7 +205,7 @@ def test_healthy_jwks_with_zero_max_stale_never_gives_503_across_refreshes(
 ):
     """`jwks_max_stale_seconds: 0` (allowed: 0 to 30 days) means "no stale keys once a
     refresh fails", not "503 between the refresh time and the refresh": no fetch fails
-    here, so no request may get 503 (SPEC §1: 503 when keys are not obtainable)."""
+    here, so no request may get 503 (README "Behaviour": 503 when keys are not obtainable)."""
     envoy = start_envoy(self_minted_only_config(jwks_refresh_seconds=1, jwks_max_stale_seconds=0))
     wait_for_answered_fetch(jwks, 0, 5, PATH)
     started = time.monotonic()
@@ -294,7 +294,7 @@ def malformed_refreshes(module_envoys, signing_key):
     """One Envoy with a pool per variant, all fetched from one scripted server; every pool
     loads the good key set, then each pool's JWKS answers its bad body from the next
     refresh on. Returns (envoy, server, counters before the switch, time of the switch)."""
-    server = ScriptedJwks()
+    server = JwksServer(keep_alive=False)
     pools = [_variant_pool(v) for v in VARIANTS]
     for pool in pools:
         server.set(jwks_path(pool["user_pool_id"]), tk.jwks(signing_key))

@@ -1,4 +1,4 @@
-"""Issue 4, one fetch per process (SPEC §6): with `--concurrency 4` Envoy runs five VMs (the
+"""Issue 4, one fetch per process (README "Keys"): with `--concurrency 4` Envoy runs five VMs (the
 main thread's and one per worker). The key set, the refresh schedule and the unknown-kid
 rate limit are shared through proxy-wasm shared data, so the JWKS server sees what one VM
 alone would cause: one fetch per refresh, one refetch per `jwks_min_refetch_seconds`
@@ -22,36 +22,27 @@ from support.authorizer_config import TEST_CLUSTER, TEST_POOL, jwks_path, self_m
 from support.client import KeepAliveClient
 from support.envoy import authorizer_bootstrap
 from support.key_lifecycle import (
-    RoomyUpstream,
-    bearer,
     fetches_since,
     id_token,
     max_refetches,
-    worker_connections,
 )
+from support.scenarios import bearer
 from support.polling import wait_until
 
 PATH = jwks_path(TEST_POOL)
 WORKERS = 4
 
 
-@pytest.fixture(scope="module")
-def roomy_upstream():
-    server = RoomyUpstream()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def four_workers(bootstrap_envoys, wasm_path, roomy_upstream, jwks):
+def four_workers(bootstrap_envoys, wasm_path, upstream, jwks):
     """start(filter_config, wait=True) → Envoy with --concurrency 4 in front of
-    `roomy_upstream`, stopped after the test."""
+    the shared echo upstream, stopped after the test."""
     started = []
 
     def start(filter_config: dict, wait: bool = True):
         envoy = bootstrap_envoys(
             authorizer_bootstrap(
-                wasm_path, filter_config, roomy_upstream.port, {TEST_CLUSTER: jwks.port}
+                wasm_path, filter_config, upstream.port, {TEST_CLUSTER: jwks.port}
             ),
             name=f"four-workers-{uuid.uuid4().hex[:6]}",
             concurrency=WORKERS,
@@ -74,7 +65,7 @@ THREADS = 16
 
 
 def test_unknown_kid_flood_on_four_workers_all_401_and_refetches_bounded_for_the_whole_process(
-    four_workers, jwks, roomy_upstream, signing_key
+    four_workers, jwks, upstream, signing_key
 ):
     envoy = four_workers(
         self_minted_only_config(
@@ -91,9 +82,9 @@ def test_unknown_kid_flood_on_four_workers_all_401_and_refetches_bounded_for_the
         for i in range(FLOOD_TOKENS)
     ]
     valid = id_token(signing_key)
-    upstream_before = roomy_upstream.count
+    upstream_before = len(upstream.requests)
     before = envoy.counters()
-    workers_before = worker_connections(envoy)
+    workers_before = envoy.worker_connections()
     client = KeepAliveClient()
     started = time.monotonic()
     results: list[tuple[str, int, bytes, str | None]] = []
@@ -123,11 +114,11 @@ def test_unknown_kid_flood_on_four_workers_all_401_and_refetches_bounded_for_the
     assert not wrong, f"{len(wrong)} of {len(unknown)} unknown-kid requests: {wrong[:3]}"
     assert len({r for r in flood}) == FLOOD_TOKENS and len(unknown) >= FLOOD_TOKENS
     valid_results = [r for r in results if r[0] == "valid"]
-    assert roomy_upstream.count - upstream_before == len(valid_results)
+    assert len(upstream.requests) - upstream_before == len(valid_results)
     assert valid_results and all(r[1] == 200 for r in valid_results), valid_results[:3]
     served_by = {
         w: n - workers_before.get(w, 0)
-        for w, n in worker_connections(envoy).items()
+        for w, n in envoy.worker_connections().items()
         if n > workers_before.get(w, 0)
     }
     assert len(served_by) >= 2, f"the flood reached only {served_by}"
@@ -174,15 +165,15 @@ def test_four_workers_fetch_once_per_refresh_period_not_once_per_worker(four_wor
 
 
 def test_requests_on_several_workers_before_first_keys_all_wait_and_get_200_from_one_fetch(
-    four_workers, jwks, roomy_upstream, signing_key
+    four_workers, jwks, upstream, signing_key
 ):
     jwks.hold_answers()
     envoy = four_workers(self_minted_only_config())
     jwks.wait_for_hits(1, path=PATH)
-    workers_before = worker_connections(envoy)
+    workers_before = envoy.worker_connections()
     token = id_token(signing_key)
     requests = 12
-    upstream_before = roomy_upstream.count
+    upstream_before = len(upstream.requests)
     with ThreadPoolExecutor(requests) as pool:
         futures = [pool.submit(envoy.request, "/x", bearer(token)) for _ in range(requests)]
         wait_until(
@@ -192,7 +183,7 @@ def test_requests_on_several_workers_before_first_keys_all_wait_and_get_200_from
         )
         served_by = {
             w: n - workers_before.get(w, 0)
-            for w, n in worker_connections(envoy).items()
+            for w, n in envoy.worker_connections().items()
             if n > workers_before.get(w, 0)
         }
         time.sleep(0.3)
@@ -203,7 +194,7 @@ def test_requests_on_several_workers_before_first_keys_all_wait_and_get_200_from
     assert [r.status for r in responses] == [200] * requests, [
         r.describe() for r in responses if r.status != 200
     ]
-    assert roomy_upstream.count - upstream_before == requests
+    assert len(upstream.requests) - upstream_before == requests
     assert jwks.hits(PATH) == 1
     counters = envoy.counters()
     assert counters["jwks_fetch_ok"] == 1 and counters["allowed"] == requests

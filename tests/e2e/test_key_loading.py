@@ -21,6 +21,7 @@ from support.authorizer_config import (
 )
 from support.polling import wait_until
 from support.ports import free_port
+from support.scenarios import bearer
 
 FETCH_TIMEOUT_MS = 1000
 
@@ -29,10 +30,6 @@ FETCH_TIMEOUT_MS = 1000
 def valid_id_token(signing_key) -> str:
     # payload: {"iss": TEST_ISSUER, "aud": TEST_CLIENT, "token_use": "id", "exp": now+3600, ...}
     return tk.sign(signing_key, tk.id_claims(TEST_ISSUER, TEST_CLIENT))
-
-
-def _bearer(token: str) -> dict:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def _in_background(fn):
@@ -56,7 +53,7 @@ def test_request_before_keys_arrive_waits_and_passes(start_envoy, jwks, upstream
     envoy = start_envoy(self_minted_only_config())
     jwks.wait_for_hits(1, path=jwks_path(TEST_POOL))
 
-    thread, result = _in_background(lambda: envoy.request("/hello", _bearer(valid_id_token)))
+    thread, result = _in_background(lambda: envoy.request("/hello", bearer(valid_id_token)))
     # The request is inside Envoy ...
     wait_until(
         lambda: envoy.stats().get("http.api.downstream_rq_active", 0) >= 1,
@@ -87,7 +84,7 @@ def test_request_waits_for_slow_first_fetch(start_envoy, jwks, upstream, valid_i
     jwks.delay_answers(1.5)
     envoy = start_envoy(self_minted_only_config())
 
-    resp = envoy.request("/hello", _bearer(valid_id_token))
+    resp = envoy.request("/hello", bearer(valid_id_token))
 
     assert_allowed(resp, upstream)
     fetch = jwks.fetches(jwks_path(TEST_POOL))[0]
@@ -123,7 +120,7 @@ def test_keys_not_obtainable_gives_503_with_retry_after(
     envoy = start_envoy(self_minted_only_config(jwks_timeout_ms=FETCH_TIMEOUT_MS))
     outcomes = Outcomes(envoy)
 
-    resp = envoy.request("/hello", _bearer(valid_id_token))
+    resp = envoy.request("/hello", bearer(valid_id_token))
 
     assert_unavailable(resp, upstream)
     # Bounded by the fetch timeout (plus scheduling slack), never by the client's timeout.
@@ -140,7 +137,7 @@ def test_jwks_cluster_refusing_connections_gives_503(start_envoy, upstream, vali
         clusters={TEST_CLUSTER: closed_port},
     )
 
-    resp = envoy.request("/hello", _bearer(valid_id_token))
+    resp = envoy.request("/hello", bearer(valid_id_token))
 
     assert_unavailable(resp, upstream)
     assert resp.elapsed < FETCH_TIMEOUT_MS / 1000 + 2.0, f"took {resp.elapsed:.2f} s"
@@ -151,7 +148,7 @@ def test_rotated_key_is_picked_up_by_one_refetch_then_unknown_kids_are_rate_limi
 ):
     path = jwks_path(TEST_POOL)
     envoy = start_envoy(self_minted_only_config())
-    assert_allowed(envoy.request("/", _bearer(valid_id_token)), upstream)
+    assert_allowed(envoy.request("/", bearer(valid_id_token)), upstream)
     fetches = jwks.hits(path)
 
     # Cognito rotates: the JWKS now also lists a new key, and tokens are signed with it.
@@ -160,7 +157,7 @@ def test_rotated_key_is_picked_up_by_one_refetch_then_unknown_kids_are_rate_limi
     # payload: {"iss": TEST_ISSUER, "aud": TEST_CLIENT, "token_use": "id", ...}, kid rotated-key-2
     rotated_token = tk.sign(rotated, tk.id_claims(TEST_ISSUER, TEST_CLIENT))
     upstream.clear()
-    assert_allowed(envoy.request("/", _bearer(rotated_token)), upstream)
+    assert_allowed(envoy.request("/", bearer(rotated_token)), upstream)
     assert jwks.hits(path) == fetches + 1, "the unknown kid should cause exactly one refetch"
 
     # Within jwks_min_refetch_seconds (10 s) of that refetch, another unknown kid is refused
@@ -169,7 +166,7 @@ def test_rotated_key_is_picked_up_by_one_refetch_then_unknown_kids_are_rate_limi
     # payload: as above, header kid "never-published", signed with the test key
     unknown = tk.sign(signing_key, tk.id_claims(TEST_ISSUER, TEST_CLIENT), kid="never-published")
     for _ in range(3):
-        assert_invalid(envoy.request("/", _bearer(unknown)), upstream)
+        assert_invalid(envoy.request("/", bearer(unknown)), upstream)
     assert jwks.hits(path) == fetches + 1
 
 
@@ -178,9 +175,11 @@ def test_keys_are_fetched_once_per_process_not_per_worker(
 ):
     """--concurrency 2 means three VMs (main + 2 workers); the key set is shared."""
     envoy = start_envoy(self_minted_only_config())
-    for _ in range(6):  # new connections spread over both workers
+    def allowed():
         upstream.clear()
-        assert_allowed(envoy.request("/", _bearer(valid_id_token)), upstream)
+        assert_allowed(envoy.request("/", bearer(valid_id_token)), upstream)
+
+    envoy.on_every_worker(allowed)
 
     assert jwks.hits(jwks_path(TEST_POOL)) == 1
     assert envoy.counter("jwks_fetch_ok") == 1

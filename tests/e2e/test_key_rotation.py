@@ -17,12 +17,11 @@ from support.authorizer_config import TEST_POOL, jwks_path, self_minted_only_con
 from support.key_lifecycle import (
     IDLE_TICK,
     SLACK,
-    bearer,
     fetches_since,
     id_token,
     wait_for_answered_fetch,
-    worker_connections,
 )
+from support.scenarios import bearer
 from support.polling import wait_until
 
 PATH = jwks_path(TEST_POOL)
@@ -34,9 +33,9 @@ MIN_REFETCH = 30
 
 def _request_on_worker(envoy, token: str):
     """(worker that took the connection, response) for one request on a fresh connection."""
-    before = worker_connections(envoy)
+    before = envoy.worker_connections()
     resp = envoy.request("/x", bearer(token))
-    after = worker_connections(envoy)
+    after = envoy.worker_connections()
     return next(w for w in after if after[w] != before.get(w, 0)), resp
 
 
@@ -70,7 +69,7 @@ def test_rotation_new_kid_accepted_by_one_refetch_then_withdrawn_key_refused_eve
         )
     )
     jwks.wait_for_hits(1, path=PATH)
-    workers_before = worker_connections(envoy)
+    workers_before = envoy.worker_connections()
 
     # 1. Key A only. The same token A, sent 8 times on fresh connections: each worker
     # verifies it once, then answers it from its cache.
@@ -81,7 +80,7 @@ def test_rotation_new_kid_accepted_by_one_refetch_then_withdrawn_key_refused_eve
         assert_allowed(envoy.request("/x", bearer(token_a)), upstream)
     served_by = {
         w: n - workers_before.get(w, 0)
-        for w, n in worker_connections(envoy).items()
+        for w, n in envoy.worker_connections().items()
         if n > workers_before.get(w, 0)
     }
     after = envoy.counters()
@@ -160,7 +159,7 @@ def test_kid_whose_key_material_changes_refuses_tokens_cached_with_the_old_mater
         assert_allowed(envoy.request("/x", bearer(token_old)), upstream)
     assert envoy.counter("cache_hit") >= 4
 
-    served_by = set(worker_connections(envoy))
+    served_by = set(envoy.worker_connections())
     jwks.serve(tk.jwks(new))
     switched = time.monotonic()
     refresh = wait_for_answered_fetch(jwks, switched, 1 + IDLE_TICK + 2 * SLACK, PATH)

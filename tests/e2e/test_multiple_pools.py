@@ -1,4 +1,4 @@
-"""Several user pools (SPEC §2): the token's `iss` picks the pool, and that pool's own app
+"""Several user pools (README "Behaviour"): the token's `iss` picks the pool, and that pool's own app
 clients and token_use apply; a token of one pool carrying another pool's client id is
 invalid; per-pool counters move for the pool that decided.
 

@@ -1,4 +1,4 @@
-"""Observability (SPEC §8, README "Metrics", "Identity for the upstream", "Behaviour"):
+"""Observability (README "Metrics", "Identity for the upstream", "Behaviour"):
 counters in `/stats` (as `wasmcustom.cognito_authorizer.<name>`) and `/stats/prometheus`
 (as `cognito_authorizer_<name>`), per-pool counters and the per-pool `keys` gauge, the
 filter state an access log prints (`wasm.cognito_authorizer.decision|reason|pool|sub|
@@ -331,7 +331,7 @@ def test_access_log_expired_token(envoy, upstream, signing_key, access_log_path)
 def test_access_log_forbidden_names_the_verified_tokens_pool_sub_and_client(
     envoy, upstream, cognito, access_log_path
 ):
-    """SPEC §5: `pool`, `sub` and `client_id` are published "after a verified token" — a
+    """README "Identity for the upstream": `pool`, `sub` and `client_id` are published "after a verified token" — a
     403 comes after one, so the log can say who was refused."""
     bob = cognito.login("bob")
     _, claims, _ = tk.split(bob.id_token)

@@ -17,7 +17,6 @@ anything but the admins-only rule for the non-admin."""
 
 from __future__ import annotations
 
-import posixpath
 import re
 from urllib.parse import unquote
 

@@ -1,4 +1,4 @@
-"""Per-route rules (SPEC §4, README "rules entries"): the first rule whose match fits decides;
+"""Per-route rules (README "rules entries"): the first rule whose match fits decides;
 `prefix` covers whole segments, `exact` one path, `path_template` `{id}` one segment and `**`
 the rest; `methods` and `headers` narrow a match; `allow` is anonymous access; `require`
 checks scopes (any / all, from Cognito's `scope` or another issuer's `scp`), groups (any /
@@ -339,7 +339,7 @@ def test_scope_rule_with_missing_token_is_plain_401(send, upstream):
     ids=["list", "list-second", "string", "space-separated-string"],
 )
 def test_scp_claim_of_oidc_issuer_satisfies_scopes_rule(send, upstream, signing_key, scp):
-    """SPEC §4: scopes come from `scope` (Cognito) or `scp` (a list or a string, other OIDC
+    """README "rules entries" and "Paths": scopes come from `scope` (Cognito) or `scp` (a list or a string, other OIDC
     providers): an `scp` token of a `"token_use": null` pool must pass a scopes rule."""
     token = oidc_token(signing_key, scp=scp)
 

@@ -1,4 +1,4 @@
-"""Token sources (SPEC §3): headers (any `Bearer` spelling or raw, or an exact `prefix`),
+"""Token sources (README "Configuration reference", token_sources): headers (any `Bearer` spelling or raw, or an exact `prefix`),
 query parameters and cookies, in the configured list that replaces the default; the same
 token in two sources is fine, two different tokens are a 401 invalid; `forward_token: false`
 removes the token from where it was found — header, query parameter (other parameters

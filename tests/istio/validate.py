@@ -120,7 +120,7 @@ def tls_origination_clusters(docs: list[dict]) -> dict[str, str]:
 
 
 def jwks_host(pool: dict) -> str | None:
-    """Host of the pool's JWKS URI, as the filter derives it (SPEC sections 2 and 6)."""
+    """Host of the pool's JWKS URI, as the filter derives it (README "Configuration reference")."""
     if isinstance(pool.get("jwks_uri"), str):
         return urlsplit(pool["jwks_uri"]).hostname
     if isinstance(pool.get("issuer"), str):

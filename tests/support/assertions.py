@@ -1,4 +1,4 @@
-"""The SPEC §1 reply table as assertions: exact status, body bytes, content type and
+"""The README "Behaviour" reply table as assertions: exact status, body bytes, content type and
 challenge, and whether the request reached the upstream."""
 
 from __future__ import annotations

@@ -278,6 +278,32 @@ class Envoy:
     def admin(self, path: str, timeout: float = 5.0) -> Response:
         return request(self.admin_port, path, timeout=timeout)
 
+    def worker_connections(self) -> dict[str, int]:
+        """Connections each worker thread has accepted on the listener (`worker_0`: n, ...)."""
+        out: dict[str, int] = {}
+        for name, value in self.stats().items():
+            if name.startswith("listener.") and name.endswith(".downstream_cx_total"):
+                workers = [p for p in name.split(".") if p.startswith("worker_")]
+                if workers:
+                    out[workers[0]] = out.get(workers[0], 0) + int(value)
+        return out
+
+    def on_every_worker(self, send, max_requests: int = 60) -> int:
+        """Calls `send()` — one request on a new connection, asserting its outcome — until
+        every worker thread has accepted at least one of those connections; fails when some
+        worker got none within `max_requests`. Returns how many requests it took."""
+        before = self.worker_connections()
+        assert before, "no per-worker listener stats"
+        for n in range(1, max_requests + 1):
+            send()
+            after = self.worker_connections()
+            if all(after[w] > before[w] for w in before):
+                return n
+        raise AssertionError(
+            f"some worker never got a connection in {max_requests} requests: "
+            f"{before} -> {self.worker_connections()}"
+        )
+
     def stats(self) -> dict[str, int]:
         """Every counter and gauge by name."""
         data = self.admin("/stats?format=json").json()

@@ -3,7 +3,12 @@ garbage, answers late, or holds every answer until the test releases it. It coun
 fetches (per path) so tests can check the filter's refetch rate limit.
 
 It answers any path ending in `/.well-known/jwks.json` (like moto, whatever the Host), so
-several pools can share it, each with its own jwks_uri path."""
+several pools can share it, each with its own jwks_uri path; `set(path, ...)` gives one path
+an answer of its own (several pools answered differently in one refresh cycle).
+
+`JwksServer(keep_alive=False)` closes every connection after its answer, so that after
+stop() the next fetch meets a refused connection (with keep-alive, a connection Envoy kept
+open would still be answered)."""
 
 from __future__ import annotations
 
@@ -46,9 +51,12 @@ class JwksServer:
     """`suffix`: the paths it answers (another one serves other documents, e.g. a
     revocation document, with the same controls and counts)."""
 
-    def __init__(self, jwks: dict | None = None, suffix: str = JWKS_SUFFIX):
+    def __init__(
+        self, jwks: dict | None = None, keep_alive: bool = True, suffix: str = JWKS_SUFFIX
+    ):
         self._lock = threading.Lock()
         self._behaviour = _Behaviour()
+        self._per_path: dict[str, _Behaviour] = {}
         self._fetches: list[Fetch] = []
         if jwks is not None:
             self.serve(jwks)
@@ -63,11 +71,13 @@ class JwksServer:
                 fetch = Fetch(path, self.headers.get("host"), time.monotonic())
                 with server._lock:
                     server._fetches.append(fetch)
-                    behaviour = server._behaviour
+                    behaviour = server._per_path.get(path, server._behaviour)
                 behaviour.gate.wait(MAX_HOLD_SECONDS)
                 if behaviour.delay:
                     time.sleep(behaviour.delay)
-                self.reply(behaviour.status, behaviour.body)
+                if not keep_alive:
+                    self.close_connection = True
+                self.reply(behaviour.status, behaviour.body, close=not keep_alive)
                 fetch.answered_at = time.monotonic()
 
         self._server = BackgroundServer(Handler)
@@ -78,6 +88,12 @@ class JwksServer:
     def serve(self, jwks: dict) -> None:
         """Answer 200 with this key set (a dict like {"keys": [...]})."""
         self._set(_Behaviour(200, json.dumps(jwks).encode()))
+
+    def set(self, path: str, body: bytes | dict, status: int = 200) -> None:
+        """Answer fetches of `path` (exactly) with `status` and `body` (a dict is JSON)."""
+        raw = json.dumps(body).encode() if isinstance(body, dict) else body
+        with self._lock:
+            self._per_path[path] = _Behaviour(status, raw)
 
     def fail(self, status: int = 500) -> None:
         """Answer every fetch with `status` and an error body."""

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import threading
-import time
 from pathlib import Path
 
 from . import tokens as tk
@@ -18,9 +16,8 @@ from .authorizer_config import TEST_CLIENT, TEST_ISSUER
 from .envoy import Envoy, authorizer_bootstrap
 from .jwks_server import Fetch, JwksServer
 from .polling import wait_until
-from .servers import BackgroundServer, QuietHandler
 
-# SPEC §6: the first retry ~1 s after a failure, doubling; jitter spreads each delay over
+# README "Keys": the first retry ~1 s after a failure, doubling; jitter spreads each delay over
 # [delay/2, delay] (src/keys.rs backoff_ms).
 INITIAL_BACKOFF = 1.0
 # The filter's root context ticks every second while no request waits (src/filter/root.rs
@@ -28,10 +25,6 @@ INITIAL_BACKOFF = 1.0
 IDLE_TICK = 1.0
 # Envoy and the JWKS server share two cores with other test runs: slack for scheduling.
 SLACK = 0.5
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def id_token(key: tk.SigningKey, kid: str | None = None) -> str:
@@ -83,121 +76,9 @@ def max_failed_fetches_within(seconds: float) -> int:
 
 
 def max_refetches(duration: float, min_refetch: float) -> int:
-    """SPEC §6: at most one unknown-kid refetch per `min_refetch` seconds for the process:
+    """README "Keys": at most one unknown-kid refetch per `min_refetch` seconds for the process:
     ceil(duration / min_refetch) + 1 over `duration` seconds."""
     return math.ceil(duration / min_refetch) + 1
-
-
-class _ListenServer(BackgroundServer):
-    """BackgroundServer with a listen backlog of 128 instead of socketserver's 5: several
-    pools' fetches open their connections at the same instant, and SYNs dropped by a full
-    backlog are retried after 1 s, past the JWKS cluster's connect timeout (Envoy then
-    answers the callout 503 itself)."""
-
-    def __init__(self, handler):
-        from http.server import ThreadingHTTPServer
-
-        from .ports import LOOPBACK
-
-        class Server(ThreadingHTTPServer):
-            request_queue_size = 128
-            daemon_threads = True
-
-        self.httpd = Server((LOOPBACK, 0), handler)
-        self.port = self.httpd.server_address[1]
-        self._thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-
-
-class ScriptedJwks:
-    """A JWKS server with a behaviour per path (several pools, each answered differently in
-    one refresh cycle) that closes every connection after its answer, so that stop() makes
-    the next fetch meet a refused connection (JwksServer keeps Envoy's connection alive:
-    after its stop a kept-alive connection would still be answered).
-
-    `set(path, body, status)`; unknown paths get 404. Counts fetches per path."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._answers: dict[str, tuple[int, bytes]] = {}
-        self._fetches: list[Fetch] = []
-        server = self
-
-        class Handler(QuietHandler):
-            def do_GET(self):  # noqa: N802
-                path = self.path.split("?", 1)[0]
-                fetch = Fetch(path, self.headers.get("host"), time.monotonic())
-                with server._lock:
-                    server._fetches.append(fetch)
-                    status, body = server._answers.get(path, (404, b'{"message":"not found"}'))
-                self.close_connection = True
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.send_header("connection", "close")
-                self.end_headers()
-                self.wfile.write(body)
-                fetch.answered_at = time.monotonic()
-
-        self._server = _ListenServer(Handler)
-        self.port = self._server.port
-
-    def set(self, path: str, body: bytes | dict, status: int = 200) -> None:
-        raw = json.dumps(body).encode() if isinstance(body, dict) else body
-        with self._lock:
-            self._answers[path] = (status, raw)
-
-    def fetches(self, path: str | None = None) -> list[Fetch]:
-        with self._lock:
-            return [f for f in self._fetches if path is None or f.path == path]
-
-    def hits(self, path: str | None = None) -> int:
-        return len(self.fetches(path))
-
-    def stop(self) -> None:
-        self._server.stop()
-
-
-class RoomyUpstream:
-    """An upstream that answers 200 `{"ok":true}` and counts, with a listen backlog of 128:
-    requests released together (they waited for keys) reach it on as many new connections
-    at once, and the shared echo upstream's backlog of 5 would drop some SYNs (Envoy then
-    answers 503 itself after the cluster's 1 s connect timeout)."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self.count = 0
-        upstream = self
-
-        class Handler(QuietHandler):
-            def do_GET(self):  # noqa: N802
-                with upstream._lock:
-                    upstream.count += 1
-                self.reply(200, b'{"ok":true}')
-
-        self._server = _ListenServer(Handler)
-        self.port = self._server.port
-
-    def stop(self) -> None:
-        self._server.stop()
-
-
-# --- Envoy's workers -------------------------------------------------------------------
-
-
-def worker_connections(envoy: Envoy) -> dict[str, int]:
-    """Connections each worker thread accepted so far (Envoy's per-worker listener stats
-    `listener.<address>.worker_<n>.downstream_cx_total`), by worker."""
-    out: dict[str, int] = {}
-    for name, value in envoy.stats().items():
-        parts = name.split(".")
-        if name.startswith("listener.") and name.endswith(".downstream_cx_total"):
-            workers = [p for p in parts if p.startswith("worker_")]
-            if workers:
-                out[workers[0]] = out.get(workers[0], 0) + int(value)
-    return out
 
 
 # --- Envoy whose listener comes from a watched file (LDS) ------------------------------

@@ -22,20 +22,32 @@ class QuietHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         return self.rfile.read(length) if length else b""
 
-    def reply(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+    def reply(
+        self, status: int, body: bytes, content_type: str = "application/json", close: bool = False
+    ) -> None:
         self.send_response(status)
         self.send_header("content-type", content_type)
         self.send_header("content-length", str(len(body)))
+        if close:
+            self.send_header("connection", "close")
         self.end_headers()
         self.wfile.write(body)
+
+
+class _Server(ThreadingHTTPServer):
+    # A listen backlog of 128 instead of socketserver's 5: requests released together (they
+    # waited for keys) and several pools' fetches open their connections at the same
+    # instant, and SYNs dropped by a full backlog are retried only after 1 s — past Envoy's
+    # connect timeout (Envoy then answers 503 itself).
+    request_queue_size = 128
+    daemon_threads = True
 
 
 class BackgroundServer:
     """A ThreadingHTTPServer on 127.0.0.1 serving from a daemon thread until stop()."""
 
     def __init__(self, handler: type[BaseHTTPRequestHandler], port: int = 0):
-        self.httpd = ThreadingHTTPServer((LOOPBACK, port), handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _Server((LOOPBACK, port), handler)
         self.port: int = self.httpd.server_address[1]
         self._thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True

@@ -563,7 +563,7 @@ fn main() {
     );
 }
 
-/// The `token` target's configuration: SPEC §0's pool, plus an explicit non-Cognito issuer.
+/// The `token` target's configuration: README "Configuration reference"'s pool, plus an explicit non-Cognito issuer.
 fn token_config() -> String {
     let c = json!({
         "user_pools": [

@@ -1,0 +1,557 @@
+//! The decision for one request (README "Behaviour"), given what the glue read: the request
+//! headers, the time, the VM's state. Pure: the outcome is a [`Decision`] that the glue
+//! carries out — headers to change, a local reply, or a wait for keys — with the counters
+//! to bump and the filter-state properties to publish.
+
+use std::rc::Rc;
+
+use crate::config::{Config, CorsPreflight, Mode, TokenSource};
+use crate::decision::{self, cors_headers, local_reply, DECISION_HEADER};
+use crate::error::{AuthError, Refusal};
+use crate::extract::{
+    cookie_header_without, extract_token, path_without_query_param, token_locations, FoundToken,
+};
+use crate::identity::claim_headers;
+use crate::keys::Availability;
+use crate::metrics::Counter;
+use crate::request::RequestHeaders;
+use crate::revocation::{gate, token_facts, Gate};
+use crate::rules::{check_all, route, RequestFacts, Route};
+use crate::shared_keys::SharedData;
+use crate::signature::SignatureBackend;
+use crate::verify::{inspect, payload_segment, verify_signature, VerifiedToken};
+use crate::vm::{CachedToken, VmState, Waiter};
+
+/// Filter-state property names (README "Identity for the upstream"), readable in access
+/// logs as `%FILTER_STATE(wasm.<name>:PLAIN)%`.
+pub mod property {
+    pub const DECISION: &str = "cognito_authorizer.decision";
+    pub const REASON: &str = "cognito_authorizer.reason";
+    pub const POOL: &str = "cognito_authorizer.pool";
+    pub const SUB: &str = "cognito_authorizer.sub";
+    pub const CLIENT_ID: &str = "cognito_authorizer.client_id";
+}
+
+/// Which attempt at deciding a request this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt {
+    pub context_id: u32,
+    /// It already waited for an unknown-`kid` refetch: no second one.
+    pub kid_refetched: bool,
+    /// Set once the request has waited: a request never waits past its first deadline.
+    pub deadline_ms: Option<u64>,
+}
+
+impl Attempt {
+    /// The first decision of request `context_id`.
+    pub fn first(context_id: u32) -> Self {
+        Attempt {
+            context_id,
+            kid_refetched: false,
+            deadline_ms: None,
+        }
+    }
+
+    /// A request that waited is decided again: it was counted the first time.
+    fn is_first(&self) -> bool {
+        self.deadline_ms.is_none()
+    }
+}
+
+/// What to do with the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Let it through after these header changes (`None`: remove the header).
+    Continue {
+        headers: Vec<(String, Option<String>)>,
+    },
+    /// Answer it locally.
+    Reply {
+        status: u32,
+        body: &'static str,
+        headers: Vec<(&'static str, String)>,
+    },
+    /// Wait for the pool's keys (or its revocation source's first document): the request
+    /// is now among the VM's waiters. `busy_tick`:
+    /// the first waiter — tick fast until none is left.
+    Wait { busy_tick: bool },
+}
+
+/// The decision and its side effects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub action: Action,
+    /// Counters to bump, with the pool when known.
+    pub counters: Vec<(Counter, Option<usize>)>,
+    /// Filter-state properties to publish.
+    pub properties: Vec<(&'static str, String)>,
+    /// Why the request was refused, for the debug log (never the token).
+    pub refusal: Option<String>,
+}
+
+/// Decides a request whose client copies of identity headers were already removed.
+pub fn authorize<S: SharedData>(
+    vm: &mut VmState<S>,
+    headers: &RequestHeaders,
+    now_ms: u64,
+    attempt: Attempt,
+    crypto: &impl SignatureBackend,
+) -> Decision {
+    let config = Rc::clone(&vm.config);
+    let mut out = Decision {
+        action: Action::Continue {
+            headers: Vec::new(),
+        },
+        counters: Vec::new(),
+        properties: Vec::new(),
+        refusal: None,
+    };
+    let method = headers.method();
+    let facts = RequestFacts {
+        method,
+        path: headers.path(),
+        headers,
+    };
+    let requirements = match route(&config.rules, &facts) {
+        Route::Anonymous => return anonymous(&config, headers, decision::REASON_ALLOW_RULE, out),
+        Route::Token(requirements) => requirements,
+        Route::UnreadablePath => {
+            let refused = Refused::new(AuthError::UnreadablePath, None);
+            return refuse(&config, headers, &refused, None, out);
+        }
+    };
+    // Browsers send preflights without credentials: demanding a token would break CORS.
+    if config.cors_preflight == CorsPreflight::Bypass
+        && method == "OPTIONS"
+        && headers.first("origin").is_some()
+        && headers.first("access-control-request-method").is_some()
+    {
+        return anonymous(&config, headers, decision::REASON_CORS_PREFLIGHT, out);
+    }
+    let found = match extract_token(&config.token_sources, |name| headers.all_values(name)) {
+        Ok(found) => found,
+        Err(e) => return refuse(&config, headers, &Refused::new(e, None), None, out),
+    };
+    let cached = match verify(vm, &config, &found.token, now_ms, attempt, crypto, &mut out) {
+        Step::Verified(cached) => cached,
+        Step::Wait { busy_tick } => {
+            out.action = Action::Wait { busy_tick };
+            return out;
+        }
+        Step::Refused(refused) => return refuse(&config, headers, &refused, None, out),
+    };
+    // Fresh or from the cache: a token revoked after it was cached is refused all the same.
+    match revocation(vm, &config, &cached, now_ms, attempt) {
+        Step::Verified(_) => {}
+        Step::Wait { busy_tick } => {
+            out.action = Action::Wait { busy_tick };
+            return out;
+        }
+        Step::Refused(refused) => {
+            return refuse(&config, headers, &refused, Some(&cached.token), out)
+        }
+    }
+    if let Err((failed, requirement)) = check_all(&requirements, &cached.token) {
+        let mut refused = Refused::new(
+            AuthError::RequirementNotMet(failed),
+            Some(cached.token.pool),
+        );
+        refused.scope_hint = requirement.scope_hint();
+        return refuse(&config, headers, &refused, Some(&cached.token), out);
+    }
+    allow(&config, headers, &found, &cached, out)
+}
+
+/// Why a request is refused, and what the reply needs to say so.
+#[derive(Debug)]
+struct Refused {
+    error: AuthError,
+    /// The pool, once the token's issuer named one.
+    pool: Option<usize>,
+    /// Seconds, for a 503.
+    retry_after: u64,
+    /// The scopes a failed route requirement asked for (a 403's `www-authenticate`).
+    scope_hint: String,
+    /// What exactly matched, for the debug log (a revoked token: jti, origin_jti, sign-out).
+    detail: Option<&'static str>,
+}
+
+impl Refused {
+    fn new(error: AuthError, pool: Option<usize>) -> Self {
+        Refused {
+            error,
+            pool,
+            retry_after: 0,
+            scope_hint: String::new(),
+            detail: None,
+        }
+    }
+
+    fn unavailable(pool: usize, retry_after: u64) -> Self {
+        Refused {
+            retry_after,
+            ..Refused::new(AuthError::KeysUnavailable, Some(pool))
+        }
+    }
+}
+
+enum Step {
+    Verified(Rc<CachedToken>),
+    Wait { busy_tick: bool },
+    Refused(Refused),
+}
+
+/// The verified token from the cache, or verified now; or wait for keys.
+fn verify<S: SharedData>(
+    vm: &mut VmState<S>,
+    config: &Config,
+    token: &str,
+    now_ms: u64,
+    attempt: Attempt,
+    crypto: &impl SignatureBackend,
+    out: &mut Decision,
+) -> Step {
+    let now = now_ms / 1000;
+    let timing = vm.timing;
+    if let Some(hit) = vm.cache.get(token, now).cloned() {
+        // Identical to a fresh answer: the key must still be trusted and the set usable.
+        let still_trusted = match vm
+            .pools
+            .get(hit.token.pool)
+            .map(|p| p.keys.availability(now_ms, &timing))
+        {
+            Some(Availability::Ready(keys)) => keys
+                .get(&hit.token.kid)
+                .is_some_and(|k| k.fingerprint == hit.token.key_fingerprint),
+            _ => false,
+        };
+        if still_trusted {
+            if attempt.is_first() {
+                out.counters.push((Counter::CacheHit, None));
+            }
+            return Step::Verified(hit);
+        }
+        vm.cache.remove(token);
+    }
+    if attempt.is_first() {
+        out.counters.push((Counter::CacheMiss, None));
+    }
+
+    let unverified = match inspect(token, config) {
+        Ok(u) => u,
+        Err(rejected) => return Step::Refused(Refused::new(rejected.reason, rejected.pool)),
+    };
+    let pool = unverified.pool;
+    let keys_here = vm.pools.get(pool).and_then(|slot| slot.keys.keys());
+    if keys_here.is_none_or(|keys| keys.get(&unverified.kid).is_none()) {
+        // No keys yet, or not this kid: another worker may have published a newer set since
+        // this one's last tick (e.g. the refetch that found a rotated key). Use it now.
+        vm.sync_pool(pool);
+    }
+    let deadline_ms = attempt
+        .deadline_ms
+        .unwrap_or(now_ms + timing.timeout_ms + 1000);
+    let deadline_passed = now_ms >= deadline_ms;
+    let Some(slot) = vm.pools.get_mut(pool) else {
+        return Step::Refused(Refused::new(AuthError::UnknownIssuer, None));
+    };
+    let availability = slot.keys.availability(now_ms, &timing);
+    let kid_refetched = match availability {
+        Availability::Ready(keys) => {
+            if slot.keys.is_stale(now_ms, &timing) {
+                out.counters.push((Counter::StaleKeysServed, Some(pool)));
+            }
+            match verify_signature(unverified, &keys, config, now, crypto) {
+                Ok(token_claims) => {
+                    let headers = claim_headers(&config.claims_to_headers, &token_claims);
+                    let valid_until = token_claims.exp.saturating_add(config.clock_skew_seconds);
+                    let cached = Rc::new(CachedToken {
+                        token: token_claims,
+                        claim_headers: headers,
+                    });
+                    vm.cache.insert(token, Rc::clone(&cached), valid_until, now);
+                    return Step::Verified(cached);
+                }
+                Err(AuthError::UnknownKeyId) if !attempt.kid_refetched && !deadline_passed => {
+                    // Maybe the pool rotated its keys: one refetch per pool and
+                    // jwks_min_refetch_seconds for the whole process, then decide.
+                    let mut started = false;
+                    let granted = slot.shared.update(|schedule| {
+                        let before = schedule.last_kid_refetch_ms;
+                        // True also when joining a fetch in flight; only a new one is written.
+                        let _ = schedule.refetch_for_unknown_kid(now_ms, &timing);
+                        started = schedule.last_kid_refetch_ms != before;
+                        started
+                    });
+                    let join = match granted {
+                        Some((_, schedule)) => {
+                            slot.keys.observe(schedule);
+                            started || schedule.in_flight(now_ms, &timing)
+                        }
+                        None => false,
+                    };
+                    if started {
+                        out.counters
+                            .push((Counter::JwksRefetchUnknownKid, Some(pool)));
+                    }
+                    if !join {
+                        return Step::Refused(Refused::new(AuthError::UnknownKeyId, Some(pool)));
+                    }
+                    true
+                }
+                Err(e) => return Step::Refused(Refused::new(e, Some(pool))),
+            }
+        }
+        Availability::Wait if !deadline_passed => attempt.kid_refetched,
+        Availability::Wait => return Step::Refused(Refused::unavailable(pool, 1)),
+        Availability::Unavailable { retry_after_s } => {
+            return Step::Refused(Refused::unavailable(pool, retry_after_s))
+        }
+    };
+    let generation = vm.generation_of(pool);
+    vm.waiters.push(Waiter {
+        context_id: attempt.context_id,
+        pool,
+        deadline_ms,
+        generation,
+        kid_refetched,
+    });
+    let busy_tick = !vm.busy_tick;
+    vm.busy_tick = true;
+    Step::Wait { busy_tick }
+}
+
+/// The revocation check of a verified token against its pool's source, if it has one:
+/// `Verified` to go on, `Wait` for the source's first document, or the refusal (`revoked`,
+/// or 503 when no usable document is available under `on_unavailable: "deny"`).
+fn revocation<S: SharedData>(
+    vm: &mut VmState<S>,
+    config: &Config,
+    cached: &Rc<CachedToken>,
+    now_ms: u64,
+    attempt: Attempt,
+) -> Step {
+    let pool = cached.token.pool;
+    let Some(index) = config.pools.get(pool).and_then(|p| p.revocations) else {
+        return Step::Verified(Rc::clone(cached));
+    };
+    let (Some(src), Some(slot)) = (config.revocation_sources.get(index), vm.sources.get(index))
+    else {
+        return Step::Refused(Refused::new(AuthError::RevocationsUnavailable, Some(pool)));
+    };
+    let deadline_ms = attempt
+        .deadline_ms
+        .unwrap_or(now_ms + slot.timing.timeout_ms + 1000);
+    let availability = slot.list.availability(now_ms, &slot.timing);
+    let facts = token_facts(&cached.token.claims);
+    match gate(
+        &availability,
+        src.on_unavailable,
+        now_ms >= deadline_ms,
+        &facts,
+    ) {
+        Gate::Pass => Step::Verified(Rc::clone(cached)),
+        Gate::Revoked(why) => Step::Refused(Refused {
+            detail: Some(why.detail()),
+            ..Refused::new(AuthError::Revoked, Some(pool))
+        }),
+        Gate::Unavailable { retry_after_s } => Step::Refused(Refused {
+            retry_after: retry_after_s,
+            ..Refused::new(AuthError::RevocationsUnavailable, Some(pool))
+        }),
+        Gate::Wait => {
+            let generation = vm.generation_of(pool);
+            vm.waiters.push(Waiter {
+                context_id: attempt.context_id,
+                pool,
+                deadline_ms,
+                generation,
+                kid_refetched: attempt.kid_refetched,
+            });
+            let busy_tick = !vm.busy_tick;
+            vm.busy_tick = true;
+            Step::Wait { busy_tick }
+        }
+    }
+}
+
+fn pool_name(config: &Config, pool: Option<usize>) -> &str {
+    pool.and_then(|p| config.pools.get(p))
+        .map_or("-", |p| p.name.as_str())
+}
+
+fn refuse(
+    config: &Config,
+    headers: &RequestHeaders,
+    refused: &Refused,
+    token: Option<&VerifiedToken>,
+    mut out: Decision,
+) -> Decision {
+    let error = &refused.error;
+    let refusal = error.refusal();
+    out.counters.push((refusal.counter(), refused.pool));
+    out.refusal = Some(format!(
+        "reason={error} class={} pool={}{}",
+        refusal.reason(),
+        pool_name(config, refused.pool),
+        refused
+            .detail
+            .map(|d| format!(" detail={d}"))
+            .unwrap_or_default()
+    ));
+    out.properties
+        .push((property::REASON, refusal.reason().to_string()));
+    if let Some(p) = refused.pool.and_then(|p| config.pools.get(p)) {
+        out.properties.push((property::POOL, p.name.clone()));
+    }
+    // A 403 comes after a verified token: who was refused is known, and logged.
+    if let Some(token) = token {
+        publish_identity(token, &mut out);
+    }
+    if config.mode == Mode::Report {
+        out.properties
+            .push((property::DECISION, "report".to_string()));
+        let mut changes = vec![(
+            DECISION_HEADER.to_string(),
+            Some(refusal.reason().to_string()),
+        )];
+        changes.extend(token_removals(config, headers, None));
+        out.action = Action::Continue { headers: changes };
+        return out;
+    }
+    out.properties
+        .push((property::DECISION, "deny".to_string()));
+    let scope_hint = if refusal == Refusal::Forbidden {
+        refused.scope_hint.as_str()
+    } else {
+        ""
+    };
+    let reply = local_reply(error, &config.realm, scope_hint, refused.retry_after);
+    let mut reply_headers = reply.headers;
+    reply_headers.extend(cors_headers(
+        headers.first("origin"),
+        &config.cors_allow_origins,
+    ));
+    out.action = Action::Reply {
+        status: reply.status,
+        body: reply.body,
+        headers: reply_headers,
+    };
+    out
+}
+
+fn anonymous(
+    config: &Config,
+    headers: &RequestHeaders,
+    reason: &'static str,
+    mut out: Decision,
+) -> Decision {
+    out.properties
+        .push((property::DECISION, "anonymous".to_string()));
+    out.properties.push((property::REASON, reason.to_string()));
+    let mut changes = Vec::new();
+    if config.mode == Mode::Report {
+        changes.push((DECISION_HEADER.to_string(), Some(reason.to_string())));
+    }
+    changes.extend(token_removals(config, headers, None));
+    out.action = Action::Continue { headers: changes };
+    out
+}
+
+fn allow(
+    config: &Config,
+    headers: &RequestHeaders,
+    found: &FoundToken,
+    cached: &CachedToken,
+    mut out: Decision,
+) -> Decision {
+    let mut changes: Vec<(String, Option<String>)> = cached
+        .claim_headers
+        .iter()
+        .map(|(h, v)| (h.clone(), Some(v.clone())))
+        .collect();
+    if let Some(header) = &config.payload_header {
+        if let Some(payload) = payload_segment(&found.token) {
+            changes.push((header.clone(), Some(payload.to_string())));
+        }
+    }
+    changes.extend(token_removals(config, headers, Some(&found.sources)));
+    let token = &cached.token;
+    out.counters.push((Counter::Allowed, Some(token.pool)));
+    out.properties
+        .push((property::DECISION, "allow".to_string()));
+    out.properties
+        .push((property::REASON, decision::REASON_ALLOWED.to_string()));
+    if let Some(p) = config.pools.get(token.pool) {
+        out.properties.push((property::POOL, p.name.clone()));
+    }
+    publish_identity(token, &mut out);
+    if config.mode == Mode::Report {
+        changes.push((
+            DECISION_HEADER.to_string(),
+            Some(decision::REASON_ALLOWED.to_string()),
+        ));
+    }
+    out.action = Action::Continue { headers: changes };
+    out
+}
+
+/// The verified token's subject and client, as filter state.
+fn publish_identity(token: &VerifiedToken, out: &mut Decision) {
+    if let Some(sub) = token.sub() {
+        out.properties.push((property::SUB, sub.to_string()));
+    }
+    if let Some(client) = token.client_id() {
+        out.properties
+            .push((property::CLIENT_ID, client.to_string()));
+    }
+}
+
+/// `forward_token: false`: the upstream never sees the token, wherever it came from — on
+/// anonymous routes, CORS preflights and report-mode refusals too. `found`: the sources of
+/// the verified token; otherwise every source holding something read as a token.
+fn token_removals(
+    config: &Config,
+    headers: &RequestHeaders,
+    found: Option<&[usize]>,
+) -> Vec<(String, Option<String>)> {
+    if config.forward_token {
+        return Vec::new();
+    }
+    let located;
+    let sources = match found {
+        Some(sources) => sources,
+        None => {
+            located = token_locations(&config.token_sources, |name| headers.all_values(name));
+            &located
+        }
+    };
+    let mut changes = Vec::new();
+    let mut path: Option<String> = None;
+    let mut cookies: Option<Option<String>> = None;
+    for source in sources.iter().filter_map(|i| config.token_sources.get(*i)) {
+        match source {
+            TokenSource::Header { name } | TokenSource::HeaderWithPrefix { name, .. } => {
+                changes.push((name.clone(), None));
+            }
+            TokenSource::Query { name } => {
+                let current = path.as_deref().unwrap_or(headers.path());
+                path = Some(path_without_query_param(current, name));
+            }
+            TokenSource::Cookie { name } => {
+                let current = match &cookies {
+                    Some(c) => c.clone().unwrap_or_default(),
+                    None => headers.all_values("cookie").join("; "),
+                };
+                cookies = Some(cookie_header_without(&current, name));
+            }
+        }
+    }
+    if let Some(path) = path {
+        changes.push((":path".to_string(), Some(path)));
+    }
+    if let Some(cookies) = cookies {
+        changes.push(("cookie".to_string(), cookies));
+    }
+    changes
+}

@@ -1,0 +1,284 @@
+//! The state of one VM (one worker thread): its configuration, its view of every pool's
+//! keys and of every revocation document, kept in step with the process-wide state in
+//! shared data, its token cache and the requests waiting for keys or a first document.
+//! Pure: shared data is reached through [`SharedData`].
+
+use std::rc::Rc;
+
+use log::{debug, warn};
+
+use crate::cache::TokenCache;
+use crate::config::Config;
+use crate::jwks::{parse_jwks, KeySet};
+use crate::keys::{decode_envelope, KeyTiming, PoolKeys};
+use crate::revocation::{document_digest, DocumentLimits, RevocationList, Stamp};
+use crate::shared_keys::{SharedData, SharedKeys, SharedRevocations};
+use crate::verify::VerifiedToken;
+
+pub struct VmState<S> {
+    pub config: Rc<Config>,
+    pub timing: KeyTiming,
+    /// One entry per configured pool, same order as `config.pools`.
+    pub pools: Vec<PoolSlot<S>>,
+    /// One entry per revocation source, same order as `config.revocation_sources`.
+    pub sources: Vec<SourceSlot<S>>,
+    pub cache: TokenCache<Rc<CachedToken>>,
+    pub waiters: Vec<Waiter>,
+    /// The root ticks fast while requests wait (the glue's busy tick).
+    pub busy_tick: bool,
+    /// This VM's identity as a fetch-lease holder (never 0: "unknown holder").
+    pub vm_id: u64,
+    /// Pools whose usable key count changed since the glue last looked (for the gauge).
+    key_counts: Vec<(usize, usize)>,
+}
+
+/// One pool as this VM sees it: its keys and schedule, where they live in shared data, and
+/// which published key set it has parsed.
+#[derive(Debug)]
+pub struct PoolSlot<S> {
+    pub keys: PoolKeys,
+    pub shared: SharedKeys<S>,
+    pub envelope_cas: Option<u32>,
+}
+
+/// One revocation source as this VM sees it: its list and schedule, where they live in
+/// shared data, and which publication it has installed.
+#[derive(Debug)]
+pub struct SourceSlot<S> {
+    pub list: PoolKeys<RevocationList>,
+    pub shared: SharedRevocations<S>,
+    pub timing: KeyTiming,
+    /// CAS of the stamp last acted upon.
+    pub stamp_cas: Option<u32>,
+    /// Digest of the document the installed list was parsed from.
+    pub digest: Option<u64>,
+}
+
+impl<S: SharedData + Clone> SourceSlot<S> {
+    /// Takes a publication announced by `stamp`: the same bytes only refresh the list's
+    /// age; new bytes are read from shared data and parsed. A document that does not load
+    /// leaves the previous list in force.
+    fn take_published(
+        &mut self,
+        index: usize,
+        stamp: Stamp,
+        cas: u32,
+        limits: &DocumentLimits,
+        now_ms: u64,
+    ) {
+        if Some(stamp.digest) == self.digest {
+            self.list.refreshed(stamp.fetched_at_ms);
+            self.stamp_cas = Some(cas);
+            return;
+        }
+        // The document as fetched (its fetch time is in the stamp).
+        let Some((body, _)) = self.shared.entries.envelope() else {
+            return;
+        };
+        if document_digest(&body) != stamp.digest {
+            // Published after the stamp was read: its own stamp comes next tick.
+            return;
+        }
+        self.stamp_cas = Some(cas);
+        match RevocationList::parse(&body, limits, now_ms / 1000) {
+            Ok(list) => {
+                debug!(
+                    "revocations #{index}: using the document published in shared data: {} revoked ids, {} signed-out users",
+                    list.revoked_ids(),
+                    list.signed_out_users()
+                );
+                self.list.set_keys(list, stamp.fetched_at_ms);
+                self.digest = Some(stamp.digest);
+            }
+            Err(e) => warn!(
+                "revocations #{index}: published document not loaded ({e}); keeping the previous list"
+            ),
+        }
+    }
+}
+
+/// What the cache keeps for a verified token: the token's facts and the claim headers it
+/// yields, computed once.
+#[derive(Debug)]
+pub struct CachedToken {
+    pub token: VerifiedToken,
+    pub claim_headers: Vec<(String, String)>,
+}
+
+/// A request paused until its pool's keys (or its revocation source's first document)
+/// arrive, or its deadline passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waiter {
+    pub context_id: u32,
+    pub pool: usize,
+    pub deadline_ms: u64,
+    /// [`VmState::generation_of`] its pool when it started waiting: re-run when that moves.
+    pub generation: u64,
+    /// It already waited for an unknown-`kid` refetch: it gets no second one.
+    pub kid_refetched: bool,
+}
+
+impl<S: SharedData + Clone> VmState<S> {
+    /// A VM with `config`, each pool's shared entries in `store`.
+    pub fn new(config: Config, store: S, vm_id: u64) -> Self {
+        VmState {
+            timing: KeyTiming::from_config(&config),
+            pools: config
+                .pools
+                .iter()
+                .map(|p| PoolSlot {
+                    keys: PoolKeys::new(),
+                    shared: SharedKeys::for_pool(p, store.clone()),
+                    envelope_cas: None,
+                })
+                .collect(),
+            sources: config
+                .revocation_sources
+                .iter()
+                .map(|src| SourceSlot {
+                    list: PoolKeys::new(),
+                    shared: SharedRevocations::for_source(src, store.clone()),
+                    timing: src.timing(),
+                    stamp_cas: None,
+                    digest: None,
+                })
+                .collect(),
+            cache: TokenCache::new(config.token_cache_size),
+            waiters: Vec::new(),
+            busy_tick: false,
+            vm_id: vm_id | 1,
+            key_counts: Vec::new(),
+            config: Rc::new(config),
+        }
+    }
+}
+
+impl<S: SharedData + Clone> VmState<S> {
+    /// Brings one revocation source up to date with shared data: a document another VM
+    /// published is parsed and installed (only when its bytes changed: the stamp carries
+    /// their digest); the schedule is observed. Called on the tick, never inside a request:
+    /// parsing a large document takes milliseconds.
+    pub fn sync_source(&mut self, index: usize, now_ms: u64) {
+        let skew = self.config.clock_skew_seconds;
+        let Some(limits) = self
+            .config
+            .revocation_sources
+            .get(index)
+            .map(|src| src.limits(skew))
+        else {
+            return;
+        };
+        let Some(slot) = self.sources.get_mut(index) else {
+            return;
+        };
+        let schedule = slot.shared.entries.schedule();
+        if let Some((stamp, cas)) = slot.shared.stamp() {
+            if Some(cas) != slot.stamp_cas {
+                slot.take_published(index, stamp, cas, &limits, now_ms);
+            }
+        }
+        slot.list.observe(schedule);
+    }
+
+    /// Brings every revocation source up to date with shared data.
+    pub fn sync_sources(&mut self, now_ms: u64) {
+        for index in 0..self.sources.len() {
+            self.sync_source(index, now_ms);
+        }
+    }
+}
+
+impl<S: SharedData> VmState<S> {
+    /// What requests waiting on `pool` watch: it moves when the pool's keys or fetches move,
+    /// or its revocation source's document or fetches do.
+    pub fn generation_of(&self, pool: usize) -> u64 {
+        let keys = self.pools.get(pool).map_or(0, |p| p.keys.generation());
+        let revocations = self
+            .config
+            .pools
+            .get(pool)
+            .and_then(|p| p.revocations)
+            .and_then(|i| self.sources.get(i))
+            .map_or(0, |src| src.list.generation());
+        keys.wrapping_add(revocations)
+    }
+
+    /// Brings one pool up to date with shared data: a key set published by another VM (or
+    /// before a reload) is parsed and installed, and the schedule is observed.
+    pub fn sync_pool(&mut self, pool: usize) {
+        let Some(slot) = self.pools.get(pool) else {
+            return;
+        };
+        let schedule = slot.shared.schedule();
+        let known_cas = slot.envelope_cas;
+        let parsed = slot
+            .shared
+            .envelope()
+            .filter(|(_, cas)| Some(*cas) != known_cas)
+            .and_then(|(envelope, cas)| {
+                let (fetched_at, body) = decode_envelope(&envelope)?;
+                let parsed = parse_jwks(body, self.config.max_jwks_bytes).ok()?;
+                Some((parsed.keys, fetched_at, cas))
+            });
+        if let Some((keys, fetched_at, cas)) = parsed {
+            debug!(
+                "pool #{pool}: using the key set published in shared data: kids [{}]",
+                keys.kids().join(",")
+            );
+            self.install_keys(pool, keys, fetched_at, Some(cas));
+        }
+        if let Some(slot) = self.pools.get_mut(pool) {
+            slot.keys.observe(schedule);
+        }
+    }
+
+    /// Brings every pool up to date with shared data.
+    pub fn sync_pools(&mut self) {
+        for pool in 0..self.pools.len() {
+            self.sync_pool(pool);
+        }
+    }
+
+    /// Installs a key set in this VM and drops cached tokens whose key it no longer trusts.
+    pub fn install_keys(&mut self, pool: usize, keys: KeySet, fetched_at: u64, cas: Option<u32>) {
+        let count = keys.len();
+        let Some(slot) = self.pools.get_mut(pool) else {
+            return;
+        };
+        slot.keys.set_keys(keys, fetched_at);
+        slot.envelope_cas = cas;
+        if let Some(keys) = slot.keys.keys().cloned() {
+            self.cache.retain(|v| {
+                v.token.pool != pool
+                    || keys
+                        .get(&v.token.kid)
+                        .is_some_and(|k| k.fingerprint == v.token.key_fingerprint)
+            });
+        }
+        self.key_counts.retain(|(p, _)| *p != pool);
+        self.key_counts.push((pool, count));
+    }
+
+    /// (pool, usable keys) for every pool whose key set changed since the last call.
+    pub fn take_key_counts(&mut self) -> Vec<(usize, usize)> {
+        std::mem::take(&mut self.key_counts)
+    }
+
+    /// Removes and returns the waiters to re-run now: their pool moved on (new keys, a fetch
+    /// finished) or their deadline passed. The others keep waiting.
+    pub fn due_waiters(&mut self, now_ms: u64) -> Vec<Waiter> {
+        let waiters = std::mem::take(&mut self.waiters);
+        let (due, kept) = waiters.into_iter().partition(|w| {
+            now_ms >= w.deadline_ms
+                || w.pool >= self.pools.len()
+                || self.generation_of(w.pool) != w.generation
+        });
+        self.waiters = kept;
+        due
+    }
+
+    /// Forgets a request (it ended, or was answered).
+    pub fn forget_waiter(&mut self, context_id: u32) {
+        self.waiters.retain(|w| w.context_id != context_id);
+    }
+}
