@@ -555,3 +555,196 @@ fn token_removals(
     }
     changes
 }
+
+#[cfg(test)]
+mod tests {
+    //! The revocation step of the decision, natively: cached tokens, the first-document
+    //! wait, `on_unavailable`, and documents arriving through shared data as on a worker.
+    use super::*;
+    use crate::jwks::parse_jwks;
+    use crate::jwks::tests::rsa_jwk;
+    use crate::keys::FetchSchedule;
+    use crate::revocation::{document_digest, Stamp};
+    use crate::shared_keys::tests::FakeSharedData;
+    use crate::shared_keys::SharedRevocations;
+    use crate::signature::NoHostCrypto;
+    use jwt_simple::prelude::*;
+    use std::sync::OnceLock;
+
+    const ISS: &str = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Rev0ked1";
+
+    fn key() -> &'static RS256KeyPair {
+        static KEY: OnceLock<RS256KeyPair> = OnceLock::new();
+        KEY.get_or_init(|| RS256KeyPair::generate(2048).unwrap().with_key_id("k1"))
+    }
+
+    fn vm(on_unavailable: &str) -> (VmState<FakeSharedData>, FakeSharedData, u64) {
+        let json = format!(
+            r#"{{"user_pools":[{{"user_pool_id":"us-east-1_Rev0ked1","jwks_cluster":"c","client_ids":["cl"],
+               "revocations":{{"cluster":"r","uri":"http://r/doc.json","refresh_seconds":10,
+               "max_stale_seconds":20,"timeout_ms":1000,"on_unavailable":"{on_unavailable}"}}}}]}}"#
+        );
+        let (config, _) = Config::parse(json.as_bytes()).unwrap();
+        let store = FakeSharedData::default();
+        let mut vm = VmState::new(config, store.clone(), 7);
+        let now_ms = Clock::now_since_epoch().as_millis();
+        let jwks = serde_json::json!({"keys": [rsa_jwk(key(), "k1", None)]}).to_string();
+        let keys = parse_jwks(jwks.as_bytes(), 1 << 20).unwrap().keys;
+        vm.install_keys(0, keys, now_ms, None);
+        (vm, store, now_ms)
+    }
+
+    fn token(sub: &str, session: &str, auth_time: u64) -> String {
+        let custom = serde_json::json!({"token_use": "access", "client_id": "cl",
+            "origin_jti": session, "auth_time": auth_time});
+        let claims = Claims::with_custom_claims(custom, Duration::from_hours(1))
+            .with_issuer(ISS)
+            .with_subject(sub)
+            .with_jwt_id(format!("{session}-jti"));
+        key().sign(claims).unwrap()
+    }
+
+    /// What the fetching VM publishes (the glue's `on_revocations_response`).
+    fn publish(store: &FakeSharedData, vm: &VmState<FakeSharedData>, doc: &str, at_ms: u64) {
+        let src = &vm.config.revocation_sources[0];
+        let shared = SharedRevocations::for_source(src, store.clone());
+        let stamp = Stamp {
+            fetched_at_ms: at_ms,
+            digest: document_digest(doc.as_bytes()),
+        };
+        shared.publish(doc.as_bytes(), stamp).unwrap();
+        shared
+            .entries
+            .update(|s| {
+                s.fetch_succeeded(at_ms, &src.timing());
+                true
+            })
+            .unwrap();
+    }
+
+    fn doc(revoked: &str, signed_out: &str) -> String {
+        format!(
+            r#"{{"version":1,"generated_at":1,"max_token_lifetime_seconds":86400,"revoked_jti":{{{revoked}}},"signed_out":{{{signed_out}}}}}"#
+        )
+    }
+
+    fn decide(
+        vm: &mut VmState<FakeSharedData>,
+        token: &str,
+        now_ms: u64,
+        context: u32,
+    ) -> Decision {
+        let headers = RequestHeaders::new(vec![
+            (":method".into(), "GET".into()),
+            (":path".into(), "/x".into()),
+            ("authorization".into(), format!("Bearer {token}")),
+        ]);
+        authorize(vm, &headers, now_ms, Attempt::first(context), &NoHostCrypto)
+    }
+
+    fn status(d: &Decision) -> Option<u32> {
+        match &d.action {
+            Action::Reply { status, .. } => Some(*status),
+            Action::Continue { .. } => Some(200),
+            Action::Wait { .. } => None,
+        }
+    }
+
+    #[test]
+    fn requests_wait_for_the_first_document_then_the_list_applies() {
+        let (mut vm, store, now_ms) = vm("deny");
+        let now = now_ms / 1000;
+        let t = token("u1", "s1", now - 100);
+        let first = decide(&mut vm, &t, now_ms, 1);
+        assert_eq!(first.action, Action::Wait { busy_tick: true });
+        assert!(vm.due_waiters(now_ms).is_empty());
+        publish(&store, &vm, &doc(r#""s1":99999999999"#, ""), now_ms);
+        vm.sync_sources(now_ms);
+        // The document arrived: the waiter is re-run, and its session is revoked.
+        let due = vm.due_waiters(now_ms);
+        assert_eq!(due.iter().map(|w| w.context_id).collect::<Vec<_>>(), [1]);
+        let d = decide(&mut vm, &t, now_ms, 2);
+        assert_eq!(status(&d), Some(401));
+        assert!(d.counters.contains(&(Counter::DeniedRevoked, Some(0))));
+        assert!(d
+            .properties
+            .contains(&(property::REASON, "revoked".to_string())));
+        assert!(d.refusal.unwrap().contains("detail=revoked_origin_jti"));
+        let Action::Reply { headers, .. } = &d.action else {
+            panic!("not a reply");
+        };
+        assert!(headers
+            .iter()
+            .any(|(n, v)| *n == "www-authenticate"
+                && v.contains("The access token has been revoked")));
+    }
+
+    #[test]
+    fn a_cached_token_is_refused_once_its_user_signed_out() {
+        let (mut vm, store, now_ms) = vm("deny");
+        let now = now_ms / 1000;
+        publish(&store, &vm, &doc("", ""), now_ms);
+        vm.sync_sources(now_ms);
+        let old = token("alice", "s1", now - 100);
+        assert_eq!(status(&decide(&mut vm, &old, now_ms, 1)), Some(200));
+        let hit = decide(&mut vm, &old, now_ms, 2);
+        assert!(hit.counters.contains(&(Counter::CacheHit, None)));
+        assert_eq!(status(&hit), Some(200));
+        // Signed out at now - 50: the cached token is refused, a sign-in at that instant passes.
+        let signed_out = format!(r#""alice":{}"#, now - 50);
+        publish(&store, &vm, &doc("", &signed_out), now_ms + 10);
+        vm.sync_sources(now_ms + 10);
+        let d = decide(&mut vm, &old, now_ms + 20, 3);
+        assert!(d.counters.contains(&(Counter::CacheHit, None)));
+        assert_eq!(status(&d), Some(401));
+        let fresh = token("alice", "s2", now - 50);
+        assert_eq!(status(&decide(&mut vm, &fresh, now_ms + 20, 4)), Some(200));
+    }
+
+    #[test]
+    fn a_malformed_publication_keeps_the_list_in_force() {
+        let (mut vm, store, now_ms) = vm("deny");
+        let now = now_ms / 1000;
+        publish(&store, &vm, &doc(r#""s1":99999999999"#, ""), now_ms);
+        vm.sync_sources(now_ms);
+        publish(&store, &vm, r#"{"version":1,"#, now_ms + 10);
+        vm.sync_sources(now_ms + 10);
+        let t = token("u1", "s1", now - 100);
+        assert_eq!(status(&decide(&mut vm, &t, now_ms + 20, 1)), Some(401));
+    }
+
+    #[test]
+    fn past_the_stale_bound_deny_answers_503_and_allow_skips_the_check() {
+        for (mode, expected) in [("deny", 503), ("allow", 200)] {
+            let (mut vm, store, now_ms) = vm(mode);
+            let now = now_ms / 1000;
+            publish(&store, &vm, &doc(r#""s1":99999999999"#, ""), now_ms);
+            vm.sync_sources(now_ms);
+            // Every refresh fails from then on.
+            let src = vm.sources[0].shared.clone();
+            let mut failed = FetchSchedule::default();
+            src.entries
+                .update(|s| {
+                    s.fetch_failed(now_ms + 10_000, 0);
+                    failed = *s;
+                    true
+                })
+                .unwrap();
+            let t = token("u1", "s1", now - 100);
+            // Within refresh (10 s) + max_stale (20 s): the last list still refuses.
+            vm.sync_sources(now_ms + 29_000);
+            assert_eq!(status(&decide(&mut vm, &t, now_ms + 29_000, 1)), Some(401));
+            vm.sync_sources(now_ms + 31_000);
+            let d = decide(&mut vm, &t, now_ms + 31_000, 2);
+            assert_eq!(status(&d), Some(expected), "{mode}");
+            if mode == "deny" {
+                assert!(d.counters.contains(&(Counter::Unavailable, Some(0))));
+                let Action::Reply { headers, .. } = &d.action else {
+                    panic!("not a reply");
+                };
+                assert!(headers.iter().any(|(n, _)| *n == "retry-after"));
+            }
+            assert_eq!(failed.failures, 1);
+        }
+    }
+}
