@@ -72,7 +72,32 @@ def jwt_authn_filter(jwks: str, cache: bool) -> dict:
     }
 
 
-def authorizer_configuration(signature_backend: str | None = None) -> str:
+# The revocation document of the "100,000 revocations" configuration: served by the bench
+# JWKS server at this path, listing none of the bench's tokens (so every request is checked
+# against the whole list and still allowed, like in the configuration without it).
+REVOCATIONS_PATH = "/revocations.json"
+REVOCATION_ENTRIES = 100_000
+
+
+def revocation_document() -> bytes:
+    import uuid
+
+    now = int(time.time())
+    half = REVOCATION_ENTRIES // 2
+    return json.dumps(
+        {
+            "version": 1,
+            "generated_at": now,
+            "max_token_lifetime_seconds": 86400,
+            "revoked_jti": {str(uuid.uuid4()): now + 86400 for _ in range(half)},
+            "signed_out": {str(uuid.uuid4()): now for _ in range(REVOCATION_ENTRIES - half)},
+        }
+    ).encode()
+
+
+def authorizer_configuration(
+    signature_backend: str | None = None, revocations: bool = False
+) -> str:
     config: dict = {
         "user_pools": [
             {
@@ -87,6 +112,11 @@ def authorizer_configuration(signature_backend: str | None = None) -> str:
     }
     if signature_backend:
         config["signature_backend"] = signature_backend
+    if revocations:
+        config["user_pools"][0]["revocations"] = {
+            "cluster": "bench_jwks",
+            "uri": f"http://bench.revocations{REVOCATIONS_PATH}",
+        }
     return json.dumps(config)
 
 
@@ -106,6 +136,13 @@ CONFIGS = [
     BenchConfig("jwt", "jwt_authn, no cache", True, False),
     BenchConfig("jwtcache", "jwt_authn, cache 1000", True, True),
     BenchConfig("authorizer", "cognito-authorizer", True, True),
+    # The same with a revocation document of 100,000 entries (none matching): the cost of the
+    # per-request revocation check. Only where requests are cache hits (a, b), where the
+    # check is the largest share of the work.
+    BenchConfig(
+        "authorizer_revocations", "cognito-authorizer, 100,000 revocations", True, True,
+        scenarios="ab",
+    ),
     # The same filter with RSA done by jwt-simple inside the module instead of Envoy's
     # verify_signature: only where signatures are checked (a and b are cache hits, same code).
     BenchConfig(
@@ -122,6 +159,9 @@ def envoy_config(cfg: BenchConfig, jwks: str, jwks_port: int, wasm: str, noop_wa
         "jwt": [jwt_authn_filter(jwks, cache=False)],
         "jwtcache": [jwt_authn_filter(jwks, cache=True)],
         "authorizer": [wasm_filter("cognito_authorizer", wasm, authorizer_configuration())],
+        "authorizer_revocations": [
+            wasm_filter("cognito_authorizer", wasm, authorizer_configuration(revocations=True))
+        ],
         "authorizer_wasm": [
             wasm_filter("cognito_authorizer", wasm, authorizer_configuration("wasm"))
         ],
@@ -197,17 +237,20 @@ def envoy_config(cfg: BenchConfig, jwks: str, jwks_port: int, wasm: str, noop_wa
 
 
 class JwksServer:
-    """Serves the bench JWKS at Cognito's path on 127.0.0.1 (any Host), counting fetches."""
+    """Serves the bench JWKS at Cognito's path (counting fetches) and the revocation document
+    on 127.0.0.1 (any Host)."""
 
     def __init__(self, jwks: str):
-        body = jwks.encode()
+        documents = {tk.JWKS_PATH: jwks.encode(), REVOCATIONS_PATH: revocation_document()}
         server_self = self
         self.fetches = 0
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 (http.server's naming)
-                if self.path.split("?")[0] == tk.JWKS_PATH:
-                    server_self.fetches += 1
+                body = documents.get(self.path.split("?")[0])
+                if body is not None:
+                    if self.path.split("?")[0] == tk.JWKS_PATH:
+                        server_self.fetches += 1
                     self.send_response(200)
                     self.send_header("content-type", "application/json")
                     self.send_header("content-length", str(len(body)))

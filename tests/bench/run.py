@@ -276,7 +276,8 @@ def render(results: dict) -> str:
             "(in a and b it runs the same cache-hit code as the default)."
         )
         L.append("")
-    refs = [("noauth", "vs no auth"), ("noop", "vs no-op wasm"), ("jwt", "vs jwt_authn"), ("jwtcache", "vs jwt_authn+cache")]
+    refs = [("noauth", "vs no auth"), ("noop", "vs no-op wasm"), ("jwt", "vs jwt_authn"), ("jwtcache", "vs jwt_authn+cache"),
+            ("authorizer", "vs cognito-authorizer")]
     for sc in scenarios:
         runs = results["runs"][sc["key"]]
         L.append(f"### {sc['key']}. {sc['title']}")
