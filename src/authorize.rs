@@ -3,6 +3,7 @@
 //! carries out — headers to change, a local reply, or a wait for keys — with the counters
 //! to bump and the filter-state properties to publish.
 
+use std::cell::Cell;
 use std::rc::Rc;
 
 use crate::config::{Config, CorsPreflight, Mode, TokenSource};
@@ -268,6 +269,7 @@ fn verify<S: SharedData>(
                     let cached = Rc::new(CachedToken {
                         token: token_claims,
                         claim_headers: headers,
+                        revocation_passed: Cell::new(None),
                     });
                     vm.cache.insert(token, Rc::clone(&cached), valid_until, now);
                     return Step::Verified(cached);
@@ -343,6 +345,14 @@ fn revocation<S: SharedData>(
         .deadline_ms
         .unwrap_or(now_ms + slot.timing.timeout_ms + 1000);
     let availability = slot.list.availability(now_ms, &slot.timing);
+    let list_generation = match availability {
+        Availability::Ready(_) => Some(slot.list.generation()),
+        _ => None,
+    };
+    if list_generation.is_some() && cached.revocation_passed.get() == list_generation {
+        // Checked against this very list already (a cache hit): nothing can have changed.
+        return Step::Verified(Rc::clone(cached));
+    }
     let facts = token_facts(&cached.token.claims);
     match gate(
         &availability,
@@ -350,7 +360,10 @@ fn revocation<S: SharedData>(
         now_ms >= deadline_ms,
         &facts,
     ) {
-        Gate::Pass => Step::Verified(Rc::clone(cached)),
+        Gate::Pass => {
+            cached.revocation_passed.set(list_generation);
+            Step::Verified(Rc::clone(cached))
+        }
         Gate::Revoked(why) => Step::Refused(Refused {
             detail: Some(why.detail()),
             ..Refused::new(AuthError::Revoked, Some(pool))

@@ -3,6 +3,7 @@
 //! shared data, its token cache and the requests waiting for keys or a first document.
 //! Pure: shared data is reached through [`SharedData`].
 
+use std::cell::Cell;
 use std::rc::Rc;
 
 use log::{debug, warn};
@@ -103,6 +104,10 @@ impl<S: SharedData + Clone> SourceSlot<S> {
 pub struct CachedToken {
     pub token: VerifiedToken,
     pub claim_headers: Vec<(String, String)>,
+    /// The generation of its pool's revocation list that this token was checked against
+    /// and passed: a cache hit under the same list skips the check (a list changes only by
+    /// being replaced, which moves the generation).
+    pub revocation_passed: Cell<Option<u64>>,
 }
 
 /// A request paused until its pool's keys (or its revocation source's first document)
