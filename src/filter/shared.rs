@@ -9,8 +9,6 @@ use crate::shared_keys::{SetError, SharedData};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HostSharedData;
 
-pub type SharedKeys = crate::shared_keys::SharedKeys<HostSharedData>;
-
 impl SharedData for HostSharedData {
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
         match hostcalls::get_shared_data(key) {
