@@ -12,7 +12,8 @@ use crate::cognito::{jwks_uri_for_issuer, JwksLocation, PoolId, TokenUse};
 use crate::decision::DECISION_HEADER;
 use crate::error::ConfigError;
 use crate::identity::folded_header_name;
-use crate::rules::RouteRule;
+use crate::request::header_name;
+use crate::rules::{RouteRule, WireRule};
 
 /// Validated configuration. Built by [`Config::parse`]; never constructed half-valid.
 #[derive(Debug, Clone)]
@@ -205,50 +206,6 @@ struct WireTokenSource {
     query: Option<String>,
     #[serde(default)]
     cookie: Option<String>,
-}
-
-/// A route rule as written; compiled by `rules.rs`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WireRule {
-    #[serde(rename = "match")]
-    pub matcher: WireMatch,
-    #[serde(default)]
-    pub allow: Option<bool>,
-    #[serde(default)]
-    pub require: Option<WireRequire>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WireMatch {
-    #[serde(default)]
-    pub prefix: Option<String>,
-    #[serde(default)]
-    pub exact: Option<String>,
-    #[serde(default)]
-    pub path_template: Option<String>,
-    #[serde(default)]
-    pub methods: Option<Vec<String>>,
-    #[serde(default)]
-    pub headers: Option<BTreeMap<String, String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WireRequire {
-    #[serde(default)]
-    pub scopes: Option<Vec<String>>,
-    #[serde(default)]
-    pub scopes_all: Option<Vec<String>>,
-    #[serde(default)]
-    pub groups: Option<Vec<String>>,
-    #[serde(default)]
-    pub groups_all: Option<Vec<String>>,
-    #[serde(default)]
-    pub claims: Option<BTreeMap<String, Vec<String>>>,
-    #[serde(default)]
-    pub token_use: Option<String>,
 }
 
 /// Tells an absent key from an explicit `null`.
@@ -691,21 +648,6 @@ fn validate_source(s: WireTokenSource, path: &str) -> Result<TokenSource, Config
             "must have exactly one of \"header\", \"query\", \"cookie\"",
         )),
     }
-}
-
-/// A header name as Envoy sees it: lowercase HTTP token characters.
-pub(crate) fn header_name(name: &str, path: &str) -> Result<String, ConfigError> {
-    let valid = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !valid {
-        return Err(ConfigError::new(
-            path,
-            format!("{name:?} is not a valid HTTP header name"),
-        ));
-    }
-    Ok(name.to_ascii_lowercase())
 }
 
 /// A header the filter fills with identity: never a reserved or credential-carrying header,
