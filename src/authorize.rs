@@ -88,15 +88,16 @@ pub struct Decision {
 }
 
 /// Decides a request whose client copies of identity headers were already removed.
+/// `clock`: the time in milliseconds, read only when a token must be checked.
 pub fn authorize<S: SharedData>(
     vm: &mut VmState<S>,
     headers: &RequestHeaders,
-    now_ms: u64,
+    clock: impl Fn() -> u64,
     attempt: Attempt,
     crypto: &impl SignatureBackend,
 ) -> Decision {
     let config = Rc::clone(&vm.config);
-    let mut out = Decision {
+    let out = Decision {
         action: Action::Continue {
             headers: Vec::new(),
         },
@@ -104,6 +105,26 @@ pub fn authorize<S: SharedData>(
         properties: Vec::new(),
         refusal: None,
     };
+    let mut decision = decide(vm, &config, headers, &clock, attempt, crypto, out);
+    // Only the properties an operator turned on (`filter_state`): each is a host call.
+    if config.filter_state.len() < crate::config::FILTER_STATE.len() {
+        decision.properties.retain(|(name, _)| {
+            let short = name.strip_prefix("cognito_authorizer.").unwrap_or(name);
+            config.filter_state.contains(&short)
+        });
+    }
+    decision
+}
+
+fn decide<S: SharedData>(
+    vm: &mut VmState<S>,
+    config: &Config,
+    headers: &RequestHeaders,
+    clock: &impl Fn() -> u64,
+    attempt: Attempt,
+    crypto: &impl SignatureBackend,
+    out: Decision,
+) -> Decision {
     let method = headers.method();
     let facts = RequestFacts {
         method,
@@ -111,11 +132,11 @@ pub fn authorize<S: SharedData>(
         headers,
     };
     let requirements = match route(&config.rules, &facts) {
-        Route::Anonymous => return anonymous(&config, headers, decision::REASON_ALLOW_RULE, out),
+        Route::Anonymous => return anonymous(config, headers, decision::REASON_ALLOW_RULE, out),
         Route::Token(requirements) => requirements,
         Route::UnreadablePath => {
             let refused = Refused::new(AuthError::UnreadablePath, None);
-            return refuse(&config, headers, &refused, None, out);
+            return refuse(config, headers, &refused, None, out);
         }
     };
     // Browsers send preflights without credentials: demanding a token would break CORS.
@@ -124,19 +145,20 @@ pub fn authorize<S: SharedData>(
         && headers.first("origin").is_some()
         && headers.first("access-control-request-method").is_some()
     {
-        return anonymous(&config, headers, decision::REASON_CORS_PREFLIGHT, out);
+        return anonymous(config, headers, decision::REASON_CORS_PREFLIGHT, out);
     }
     let found = match extract_token(&config.token_sources, |name| headers.all_values(name)) {
         Ok(found) => found,
-        Err(e) => return refuse(&config, headers, &Refused::new(e, None), None, out),
+        Err(e) => return refuse(config, headers, &Refused::new(e, None), None, out),
     };
-    let cached = match verify(vm, &config, &found.token, now_ms, attempt, crypto, &mut out) {
+    let mut out = out;
+    let cached = match verify(vm, config, &found.token, clock, attempt, crypto, &mut out) {
         Step::Verified(cached) => cached,
         Step::Wait { busy_tick } => {
             out.action = Action::Wait { busy_tick };
             return out;
         }
-        Step::Refused(refused) => return refuse(&config, headers, &refused, None, out),
+        Step::Refused(refused) => return refuse(config, headers, &refused, None, out),
     };
     if let Err((failed, requirement)) = check_all(&requirements, &cached.token) {
         let mut refused = Refused::new(
@@ -144,9 +166,9 @@ pub fn authorize<S: SharedData>(
             Some(cached.token.pool),
         );
         refused.scope_hint = requirement.scope_hint();
-        return refuse(&config, headers, &refused, Some(&cached.token), out);
+        return refuse(config, headers, &refused, Some(&cached.token), out);
     }
-    allow(&config, headers, &found, &cached, out)
+    allow(config, headers, &found, &cached, out)
 }
 
 /// Why a request is refused, and what the reply needs to say so.
@@ -190,11 +212,13 @@ fn verify<S: SharedData>(
     vm: &mut VmState<S>,
     config: &Config,
     token: &str,
-    now_ms: u64,
+    clock: &impl Fn() -> u64,
     attempt: Attempt,
     crypto: &impl SignatureBackend,
     out: &mut Decision,
 ) -> Step {
+    // The clock is read only for a request with a token (one host call fewer otherwise).
+    let now_ms = clock();
     let now = now_ms / 1000;
     let timing = vm.timing;
     if let Some(hit) = vm.cache.get(token, now).cloned() {
@@ -608,7 +632,8 @@ mod tests {
             ];
             all.extend(headers.iter().map(|(n, v)| (n.to_string(), v.to_string())));
             let headers = RequestHeaders::new(all);
-            authorize(&mut self.vm, &headers, self.now_ms, attempt, &NoHostCrypto)
+            let now = self.now_ms;
+            authorize(&mut self.vm, &headers, || now, attempt, &NoHostCrypto)
         }
 
         fn get(&mut self, path: &str, token: &str) -> Decision {
@@ -941,7 +966,7 @@ mod tests {
         let d = authorize(
             &mut w.vm,
             &RequestHeaders::new(all.clone()),
-            NOW_MS,
+            || NOW_MS,
             Attempt::first(1),
             &NoHostCrypto,
         );
@@ -953,7 +978,7 @@ mod tests {
         let d = authorize(
             &mut w.vm,
             &RequestHeaders::new(all),
-            NOW_MS,
+            || NOW_MS,
             Attempt::first(1),
             &NoHostCrypto,
         );
@@ -979,6 +1004,16 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    #[test]
+    fn only_the_filter_state_an_operator_turned_on_is_published() {
+        let mut w = world(json!({"filter_state": ["reason"]}));
+        w.keys_published(&jwks(&[(key_a(), "a")]));
+        let d = w.get("/x", &token(key_a(), "a", "alice", &[]));
+        assert_eq!(d.properties, [(property::REASON, "allowed".to_string())]);
+        let mut w = world(json!({"filter_state": []}));
+        assert!(w.decide("/x", &[], Attempt::first(1)).properties.is_empty());
     }
 
     #[test]

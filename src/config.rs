@@ -43,6 +43,9 @@ pub struct Config {
     pub max_jwks_bytes: usize,
     pub token_cache_size: usize,
     pub signature_backend: SignatureBackendChoice,
+    /// The filter-state properties published per request (`cognito_authorizer.<name>`);
+    /// each one is a host call. Default: all of them.
+    pub filter_state: Vec<&'static str>,
 }
 
 /// Who checks signatures.
@@ -175,6 +178,8 @@ struct WireConfig {
     token_cache_size: u64,
     #[serde(default = "default_signature_backend")]
     signature_backend: SignatureBackendChoice,
+    #[serde(default)]
+    filter_state: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -263,6 +268,9 @@ fn default_max_jwks_bytes() -> u64 {
 fn default_token_cache_size() -> u64 {
     1024
 }
+/// The filter-state properties, by the name after `cognito_authorizer.`.
+pub const FILTER_STATE: [&str; 5] = ["decision", "reason", "pool", "sub", "client_id"];
+
 fn default_signature_backend() -> SignatureBackendChoice {
     SignatureBackendChoice::Auto
 }
@@ -459,6 +467,25 @@ impl Config {
         let max_jwks_bytes = bounded(wire.max_jwks_bytes, 1024, 16 << 20, "max_jwks_bytes")?;
         let token_cache_size = bounded(wire.token_cache_size, 0, 1 << 20, "token_cache_size")?;
 
+        let filter_state = match wire.filter_state {
+            None => FILTER_STATE.to_vec(),
+            Some(names) => {
+                let mut chosen = Vec::with_capacity(names.len());
+                for (i, name) in names.iter().enumerate() {
+                    let Some(known) = FILTER_STATE.iter().find(|k| **k == name.as_str()) else {
+                        return Err(ConfigError::new(
+                            format!("filter_state[{i}]"),
+                            format!("{name:?} is not one of {FILTER_STATE:?}"),
+                        ));
+                    };
+                    if !chosen.contains(known) {
+                        chosen.push(*known);
+                    }
+                }
+                chosen
+            }
+        };
+
         let config = Config {
             pools,
             token_sources,
@@ -484,6 +511,7 @@ impl Config {
             max_jwks_bytes: max_jwks_bytes as usize,
             token_cache_size: token_cache_size as usize,
             signature_backend: wire.signature_backend,
+            filter_state,
         };
         Ok((config, warnings))
     }
@@ -718,6 +746,7 @@ mod tests {
         assert_eq!(c.max_jwks_bytes, 65536);
         assert_eq!(c.token_cache_size, 1024);
         assert_eq!(c.signature_backend, SignatureBackendChoice::Auto);
+        assert_eq!(c.filter_state, FILTER_STATE);
         assert_eq!(warnings.len(), 1, "no client_ids must be warned about");
     }
 
