@@ -91,15 +91,16 @@ pub struct Decision {
 }
 
 /// Decides a request whose client copies of identity headers were already removed.
+/// `clock`: the time in milliseconds, read only when a token must be checked.
 pub fn authorize<S: SharedData>(
     vm: &mut VmState<S>,
     headers: &RequestHeaders,
-    now_ms: u64,
+    clock: impl Fn() -> u64,
     attempt: Attempt,
     crypto: &impl SignatureBackend,
 ) -> Decision {
     let config = Rc::clone(&vm.config);
-    let mut out = Decision {
+    let out = Decision {
         action: Action::Continue {
             headers: Vec::new(),
         },
@@ -107,6 +108,26 @@ pub fn authorize<S: SharedData>(
         properties: Vec::new(),
         refusal: None,
     };
+    let mut decision = decide(vm, &config, headers, &clock, attempt, crypto, out);
+    // Only the properties an operator turned on (`filter_state`): each is a host call.
+    if config.filter_state.len() < crate::config::FILTER_STATE.len() {
+        decision.properties.retain(|(name, _)| {
+            let short = name.strip_prefix("cognito_authorizer.").unwrap_or(name);
+            config.filter_state.contains(&short)
+        });
+    }
+    decision
+}
+
+fn decide<S: SharedData>(
+    vm: &mut VmState<S>,
+    config: &Config,
+    headers: &RequestHeaders,
+    clock: &impl Fn() -> u64,
+    attempt: Attempt,
+    crypto: &impl SignatureBackend,
+    out: Decision,
+) -> Decision {
     let method = headers.method();
     let facts = RequestFacts {
         method,
@@ -114,11 +135,11 @@ pub fn authorize<S: SharedData>(
         headers,
     };
     let requirements = match route(&config.rules, &facts) {
-        Route::Anonymous => return anonymous(&config, headers, decision::REASON_ALLOW_RULE, out),
+        Route::Anonymous => return anonymous(config, headers, decision::REASON_ALLOW_RULE, out),
         Route::Token(requirements) => requirements,
         Route::UnreadablePath => {
             let refused = Refused::new(AuthError::UnreadablePath, None);
-            return refuse(&config, headers, &refused, None, out);
+            return refuse(config, headers, &refused, None, out);
         }
     };
     // Browsers send preflights without credentials: demanding a token would break CORS.
@@ -127,29 +148,40 @@ pub fn authorize<S: SharedData>(
         && headers.first("origin").is_some()
         && headers.first("access-control-request-method").is_some()
     {
-        return anonymous(&config, headers, decision::REASON_CORS_PREFLIGHT, out);
+        return anonymous(config, headers, decision::REASON_CORS_PREFLIGHT, out);
     }
     let found = match extract_token(&config.token_sources, |name| headers.all_values(name)) {
         Ok(found) => found,
-        Err(e) => return refuse(&config, headers, &Refused::new(e, None), None, out),
+        Err(e) => return refuse(config, headers, &Refused::new(e, None), None, out),
     };
-    let cached = match verify(vm, &config, &found.token, now_ms, attempt, crypto, &mut out) {
+    let mut out = out;
+    // The clock is read once per request, when a token is checked (each read is a host call).
+    let read = Cell::new(None);
+    let clock = || match read.get() {
+        Some(now) => now,
+        None => {
+            let now = clock();
+            read.set(Some(now));
+            now
+        }
+    };
+    let cached = match verify(vm, config, &found.token, &clock, attempt, crypto, &mut out) {
         Step::Verified(cached) => cached,
         Step::Wait { busy_tick } => {
             out.action = Action::Wait { busy_tick };
             return out;
         }
-        Step::Refused(refused) => return refuse(&config, headers, &refused, None, out),
+        Step::Refused(refused) => return refuse(config, headers, &refused, None, out),
     };
     // Fresh or from the cache: a token revoked after it was cached is refused all the same.
-    match revocation(vm, &config, &cached, now_ms, attempt) {
+    match revocation(vm, config, &cached, clock(), attempt) {
         Step::Verified(_) => {}
         Step::Wait { busy_tick } => {
             out.action = Action::Wait { busy_tick };
             return out;
         }
         Step::Refused(refused) => {
-            return refuse(&config, headers, &refused, Some(&cached.token), out)
+            return refuse(config, headers, &refused, Some(&cached.token), out)
         }
     }
     if let Err((failed, requirement)) = check_all(&requirements, &cached.token) {
@@ -158,9 +190,9 @@ pub fn authorize<S: SharedData>(
             Some(cached.token.pool),
         );
         refused.scope_hint = requirement.scope_hint();
-        return refuse(&config, headers, &refused, Some(&cached.token), out);
+        return refuse(config, headers, &refused, Some(&cached.token), out);
     }
-    allow(&config, headers, &found, &cached, out)
+    allow(config, headers, &found, &cached, out)
 }
 
 /// Why a request is refused, and what the reply needs to say so.
@@ -207,11 +239,13 @@ fn verify<S: SharedData>(
     vm: &mut VmState<S>,
     config: &Config,
     token: &str,
-    now_ms: u64,
+    clock: &impl Fn() -> u64,
     attempt: Attempt,
     crypto: &impl SignatureBackend,
     out: &mut Decision,
 ) -> Step {
+    // The clock is read only for a request with a token (one host call fewer otherwise).
+    let now_ms = clock();
     let now = now_ms / 1000;
     let timing = vm.timing;
     if let Some(hit) = vm.cache.get(token, now).cloned() {
@@ -571,6 +605,526 @@ fn token_removals(
 
 #[cfg(test)]
 mod tests {
+    //! Every transition of a request, natively: the VM's state is real (keys, cache,
+    //! waiters, the shared schedule in a fake store with Envoy's semantics), the time is
+    //! pinned, signatures are checked inside the module (no host crypto).
+
+    use super::*;
+    use crate::jwks::tests::rsa_jwk;
+    use crate::keys::encode_envelope;
+    use crate::shared_keys::tests::FakeSharedData;
+    use crate::signature::NoHostCrypto;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use jwt_simple::prelude::*;
+    use serde_json::{json, Value};
+    use std::sync::OnceLock;
+
+    const NOW_MS: u64 = 1_800_000_000_000;
+    const POOL_ID: &str = "us-east-1_TestPool1";
+    const ISS: &str = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_TestPool1";
+    const CLIENT: &str = "client-abc";
+
+    fn key_a() -> &'static RS256KeyPair {
+        static KEY: OnceLock<RS256KeyPair> = OnceLock::new();
+        KEY.get_or_init(|| RS256KeyPair::generate(2048).unwrap())
+    }
+
+    fn key_b() -> &'static RS256KeyPair {
+        static KEY: OnceLock<RS256KeyPair> = OnceLock::new();
+        KEY.get_or_init(|| RS256KeyPair::generate(2048).unwrap())
+    }
+
+    /// An RS256 token signed by `key`, header kid `kid`; payload: a valid id token of the
+    /// pool for user `user` in `groups`, issued a minute before NOW, valid for an hour.
+    fn token(key: &RS256KeyPair, kid: &str, user: &str, groups: &[&str]) -> String {
+        use superboring::hash::MessageDigest;
+        use superboring::pkey::PKey;
+        use superboring::rsa::Padding;
+        use superboring::sign::Signer;
+        let now = NOW_MS / 1000;
+        let header = json!({"alg": "RS256", "kid": kid});
+        let payload = json!({
+            "sub": format!("sub-{user}"), "iss": ISS, "aud": CLIENT, "token_use": "id",
+            "cognito:username": user, "cognito:groups": groups,
+            "iat": now - 60, "auth_time": now - 60, "exp": now + 3600,
+        });
+        let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        let input = format!("{}.{}", b64(&header), b64(&payload));
+        let pkey = PKey::from_rsa(key.key_pair().as_ref().clone()).unwrap();
+        let mut signer = Signer::new(MessageDigest::sha256(), &pkey).unwrap();
+        signer.set_rsa_padding(Padding::PKCS1).unwrap();
+        signer.update(input.as_bytes()).unwrap();
+        let signature = URL_SAFE_NO_PAD.encode(signer.sign_to_vec().unwrap());
+        format!("{input}.{signature}")
+    }
+
+    fn jwks(keys: &[(&RS256KeyPair, &str)]) -> Vec<u8> {
+        let keys: Vec<Value> = keys
+            .iter()
+            .map(|(k, kid)| rsa_jwk(k, kid, Some("RS256")))
+            .collect();
+        json!({ "keys": keys }).to_string().into_bytes()
+    }
+
+    /// A VM of one worker, with the rest of the process in `store`.
+    struct World {
+        vm: VmState<FakeSharedData>,
+        now_ms: u64,
+    }
+
+    fn world(extra: Value) -> World {
+        let mut config = json!({
+            "user_pools": [{"name": "main", "user_pool_id": POOL_ID, "client_ids": [CLIENT],
+                            "jwks_cluster": "cognito"}],
+            "claims_to_headers": {"sub": "x-cognito-sub"},
+            "rules": [
+                {"match": {"exact": "/healthz"}, "allow": true},
+                {"match": {"prefix": "/admin"}, "require": {"groups": ["admins"]}}
+            ]
+        });
+        if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+        let (config, _) = Config::parse(config.to_string().as_bytes()).unwrap();
+        let vm = VmState::new(config, FakeSharedData::default(), 0xA);
+        vm.pools[0].shared.ensure_schedule();
+        World { vm, now_ms: NOW_MS }
+    }
+
+    impl World {
+        /// Another VM fetched `body` now and published it; this VM picks it up.
+        fn keys_published(&mut self, body: &[u8]) {
+            let (now, timing) = (self.now_ms, self.vm.timing);
+            let slot = &self.vm.pools[0];
+            slot.shared.publish(&encode_envelope(now, body)).unwrap();
+            slot.shared
+                .update(|s| {
+                    s.fetch_succeeded(now, &timing);
+                    true
+                })
+                .unwrap();
+            self.vm.sync_pool(0);
+        }
+
+        /// Another VM's fetch failed now.
+        fn fetch_failed(&mut self) {
+            let now = self.now_ms;
+            self.vm.pools[0]
+                .shared
+                .update(|s| {
+                    s.fetch_failed(now, 0);
+                    true
+                })
+                .unwrap();
+            self.vm.sync_pool(0);
+        }
+
+        fn decide(&mut self, path: &str, headers: &[(&str, &str)], attempt: Attempt) -> Decision {
+            let mut all = vec![
+                (":method".to_string(), "GET".to_string()),
+                (":path".to_string(), path.to_string()),
+            ];
+            all.extend(headers.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+            let headers = RequestHeaders::new(all);
+            let now = self.now_ms;
+            authorize(&mut self.vm, &headers, || now, attempt, &NoHostCrypto)
+        }
+
+        fn get(&mut self, path: &str, token: &str) -> Decision {
+            let bearer = format!("Bearer {token}");
+            self.decide(path, &[("authorization", &bearer)], Attempt::first(1))
+        }
+
+        fn advance(&mut self, ms: u64) {
+            self.now_ms += ms;
+        }
+    }
+
+    fn status(d: &Decision) -> u32 {
+        match &d.action {
+            Action::Continue { .. } => 200,
+            Action::Reply { status, .. } => *status,
+            Action::Wait { .. } => 0,
+        }
+    }
+
+    fn reply_header<'d>(d: &'d Decision, name: &str) -> Option<&'d str> {
+        match &d.action {
+            Action::Reply { headers, .. } => headers
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_str()),
+            _ => None,
+        }
+    }
+
+    fn property<'d>(d: &'d Decision, name: &str) -> Option<&'d str> {
+        d.properties
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn counted(d: &Decision, counter: Counter) -> usize {
+        d.counters.iter().filter(|(c, _)| *c == counter).count()
+    }
+
+    #[test]
+    fn valid_token_is_allowed_with_its_claim_headers_and_identity() {
+        let mut w = world(json!({}));
+        w.keys_published(&jwks(&[(key_a(), "a")]));
+
+        let d = w.get("/x", &token(key_a(), "a", "alice", &[]));
+
+        assert_eq!(
+            d.action,
+            Action::Continue {
+                headers: vec![("x-cognito-sub".into(), Some("sub-alice".into()))]
+            }
+        );
+        assert_eq!(property(&d, property::DECISION), Some("allow"));
+        assert_eq!(property(&d, property::POOL), Some("main"));
+        assert_eq!(property(&d, property::SUB), Some("sub-alice"));
+        assert_eq!(property(&d, property::CLIENT_ID), Some(CLIENT));
+        assert_eq!(
+            d.counters,
+            [(Counter::CacheMiss, None), (Counter::Allowed, Some(0))]
+        );
+        // The second time it comes from the cache.
+        let again = w.get("/x", &token(key_a(), "a", "alice", &[]));
+        assert_eq!(again.action, d.action);
+        assert_eq!(counted(&again, Counter::CacheHit), 1);
+    }
+
+    #[test]
+    fn cached_token_is_refused_once_a_refresh_drops_its_key_after_one_refetch() {
+        let mut w = world(json!({}));
+        w.keys_published(&jwks(&[(key_a(), "a"), (key_b(), "b")]));
+        let t = token(key_a(), "a", "alice", &[]);
+        assert_eq!(status(&w.get("/x", &t)), 200);
+
+        w.advance(1000);
+        w.keys_published(&jwks(&[(key_b(), "b")]));
+        // Not from the cache: the kid is unknown now, and a refetch is started and awaited.
+        let d = w.get("/x", &t);
+        assert_eq!(counted(&d, Counter::CacheHit), 0);
+        assert_eq!(d.action, Action::Wait { busy_tick: true });
+
+        // The refetch confirms: no key "a" any more.
+        w.advance(100);
+        w.keys_published(&jwks(&[(key_b(), "b")]));
+        let due = w.vm.due_waiters(w.now_ms);
+        assert_eq!(due.len(), 1);
+        let attempt = Attempt {
+            context_id: 1,
+            kid_refetched: due[0].kid_refetched,
+            deadline_ms: Some(due[0].deadline_ms),
+        };
+        let bearer = format!("Bearer {t}");
+        let d = w.decide("/x", &[("authorization", &bearer)], attempt);
+        assert_eq!(status(&d), 401);
+        assert_eq!(
+            d.refusal.as_deref(),
+            Some("reason=unknown_kid class=invalid pool=main")
+        );
+    }
+
+    #[test]
+    fn cached_token_is_refused_once_its_kid_names_other_key_material() {
+        let mut w = world(json!({}));
+        w.keys_published(&jwks(&[(key_a(), "a")]));
+        let t = token(key_a(), "a", "alice", &[]);
+        assert_eq!(status(&w.get("/x", &t)), 200);
+
+        w.advance(1000);
+        w.keys_published(&jwks(&[(key_b(), "a")]));
+        let d = w.get("/x", &t);
+
+        assert_eq!(status(&d), 401);
+        assert_eq!(counted(&d, Counter::CacheHit), 0);
+        assert_eq!(
+            d.refusal.as_deref(),
+            Some("reason=bad_signature class=invalid pool=main")
+        );
+    }
+
+    #[test]
+    fn unknown_kid_starts_one_refetch_and_waits_for_it() {
+        let mut w = world(json!({}));
+        w.keys_published(&jwks(&[(key_a(), "a")]));
+
+        let d = w.get("/x", &token(key_b(), "b", "bob", &[]));
+
+        assert_eq!(d.action, Action::Wait { busy_tick: true });
+        assert_eq!(counted(&d, Counter::JwksRefetchUnknownKid), 1);
+        let schedule = w.vm.pools[0].shared.schedule();
+        assert_eq!(schedule.last_kid_refetch_ms, Some(NOW_MS));
+        assert!(
+            schedule.fetch_due(NOW_MS, &w.vm.timing),
+            "the root's next tick fetches"
+        );
+        assert_eq!(w.vm.waiters.len(), 1);
+        assert!(w.vm.waiters[0].kid_refetched);
+    }
+
+    #[test]
+    fn unknown_kid_joins_a_refetch_in_flight_without_starting_another() {
+        let mut w = world(json!({}));
+        w.keys_published(&jwks(&[(key_a(), "a")]));
+        assert_eq!(
+            w.get("/x", &token(key_b(), "b", "bob", &[])).action,
+            Action::Wait { busy_tick: true }
+        );
+        // Another VM took the lease for that refetch.
+        let now = w.now_ms;
+        w.vm.pools[0]
+            .shared
+            .update(|s| {
+                s.fetch_started(now, 0xB);
+                true
+            })
+            .unwrap();
+
+        w.advance(100);
+        let d = w.decide(
+            "/x",
+            &[(
+                "authorization",
+                &format!("Bearer {}", token(key_b(), "b2", "carol", &[])),
+            )],
+            Attempt::first(2),
+        );
+
+        assert_eq!(d.action, Action::Wait { busy_tick: false });
+        assert_eq!(counted(&d, Counter::JwksRefetchUnknownKid), 0);
+        assert_eq!(w.vm.waiters.len(), 2);
+    }
+
+    #[test]
+    fn unknown_kid_within_the_rate_limit_is_invalid_without_a_refetch() {
+        let mut w = world(json!({}));
+        w.keys_published(&jwks(&[(key_a(), "a")]));
+        assert_eq!(
+            w.get("/x", &token(key_b(), "b", "bob", &[])).action,
+            Action::Wait { busy_tick: true }
+        );
+        // The refetch came back without the kid.
+        w.advance(200);
+        w.keys_published(&jwks(&[(key_a(), "a")]));
+
+        // 5 s later (limit: jwks_min_refetch_seconds = 10) another unknown kid.
+        w.advance(5_000);
+        let d = w.get("/x", &token(key_b(), "c", "carol", &[]));
+
+        assert_eq!(status(&d), 401);
+        assert_eq!(
+            d.refusal.as_deref(),
+            Some("reason=unknown_kid class=invalid pool=main")
+        );
+        assert_eq!(counted(&d, Counter::JwksRefetchUnknownKid), 0);
+    }
+
+    #[test]
+    fn a_wait_that_ends_in_keys_is_allowed_and_counted_once() {
+        let mut w = world(json!({}));
+        let t = token(key_a(), "a", "alice", &[]);
+        let first = w.get("/x", &t);
+        assert_eq!(first.action, Action::Wait { busy_tick: true });
+        assert_eq!(counted(&first, Counter::CacheMiss), 1);
+
+        w.advance(300);
+        w.keys_published(&jwks(&[(key_a(), "a")]));
+        let due = w.vm.due_waiters(w.now_ms);
+        assert_eq!(due.len(), 1, "the new keys wake the waiter");
+        let attempt = Attempt {
+            context_id: due[0].context_id,
+            kid_refetched: due[0].kid_refetched,
+            deadline_ms: Some(due[0].deadline_ms),
+        };
+        let bearer = format!("Bearer {t}");
+        let d = w.decide("/x", &[("authorization", &bearer)], attempt);
+
+        assert_eq!(status(&d), 200);
+        assert_eq!(
+            counted(&d, Counter::CacheMiss),
+            0,
+            "counted on the first attempt"
+        );
+        assert_eq!(counted(&d, Counter::Allowed), 1);
+    }
+
+    #[test]
+    fn a_wait_past_its_deadline_is_503_with_retry_after_1() {
+        let mut w = world(json!({"jwks_timeout_ms": 500}));
+        let t = token(key_a(), "a", "alice", &[]);
+        assert_eq!(w.get("/x", &t).action, Action::Wait { busy_tick: true });
+
+        // Deadline: the fetch timeout + 1 s; no keys came.
+        w.advance(1_500);
+        let due = w.vm.due_waiters(w.now_ms);
+        assert_eq!(due.len(), 1);
+        let attempt = Attempt {
+            context_id: 1,
+            kid_refetched: false,
+            deadline_ms: Some(due[0].deadline_ms),
+        };
+        let bearer = format!("Bearer {t}");
+        let d = w.decide("/x", &[("authorization", &bearer)], attempt);
+
+        assert_eq!(status(&d), 503);
+        assert_eq!(reply_header(&d, "retry-after"), Some("1"));
+        assert_eq!(d.counters, [(Counter::Unavailable, Some(0))]);
+    }
+
+    #[test]
+    fn keys_never_obtained_after_a_failed_fetch_are_503_with_the_backoff_as_retry_after() {
+        let mut w = world(json!({}));
+        w.fetch_failed();
+
+        let d = w.get("/x", &token(key_a(), "a", "alice", &[]));
+
+        assert_eq!(status(&d), 503);
+        // First retry after 1 s (jitter 0 gives the shortest, half of it, rounded up).
+        assert_eq!(reply_header(&d, "retry-after"), Some("1"));
+        assert_eq!(property(&d, property::REASON), Some("unavailable"));
+    }
+
+    #[test]
+    fn report_mode_lets_every_refusal_class_through_with_its_reason() {
+        let mut w = world(json!({"mode": "report"}));
+        w.keys_published(&jwks(&[(key_a(), "a")]));
+        let valid = token(key_a(), "a", "alice", &[]);
+        let mut forged = token(key_a(), "a", "alice", &[]);
+        forged.push('x');
+        let cases: [(&str, Option<String>, &str); 4] = [
+            ("/x", None, "missing"),
+            ("/x", Some(forged), "invalid"),
+            ("/admin", Some(valid), "forbidden"),
+            ("/healthz", None, "allow_rule"),
+        ];
+        for (path, token, reason) in cases {
+            let bearer = token.map(|t| format!("Bearer {t}"));
+            let headers: Vec<(&str, &str)> = bearer
+                .iter()
+                .map(|b| ("authorization", b.as_str()))
+                .collect();
+            let d = w.decide(path, &headers, Attempt::first(1));
+            let Action::Continue { headers } = &d.action else {
+                panic!("{path}: report mode never refuses: {d:?}")
+            };
+            assert!(
+                headers.contains(&(DECISION_HEADER.to_string(), Some(reason.to_string()))),
+                "{path}: {headers:?}"
+            );
+        }
+        // Keys unavailable too.
+        let mut w = world(json!({"mode": "report"}));
+        w.fetch_failed();
+        let d = w.get("/x", &token(key_a(), "a", "alice", &[]));
+        assert_eq!(property(&d, property::DECISION), Some("report"));
+        assert_eq!(property(&d, property::REASON), Some("unavailable"));
+        assert_eq!(status(&d), 200);
+    }
+
+    #[test]
+    fn anonymous_rule_continues_without_a_token_and_strips_one_that_is_not_forwarded() {
+        let mut w = world(json!({"forward_token": false}));
+        let d = w.decide(
+            "/healthz",
+            &[("authorization", "Bearer a.b.c")],
+            Attempt::first(1),
+        );
+        assert_eq!(
+            d.action,
+            Action::Continue {
+                headers: vec![("authorization".into(), None)]
+            }
+        );
+        assert_eq!(property(&d, property::DECISION), Some("anonymous"));
+        assert_eq!(property(&d, property::REASON), Some("allow_rule"));
+        assert!(d.counters.is_empty());
+    }
+
+    #[test]
+    fn cors_preflight_continues_without_a_token() {
+        let mut w = world(json!({}));
+        let mut all = vec![
+            (":method".to_string(), "OPTIONS".to_string()),
+            (":path".to_string(), "/admin".to_string()),
+            ("origin".to_string(), "https://app.example".to_string()),
+            (
+                "access-control-request-method".to_string(),
+                "POST".to_string(),
+            ),
+        ];
+        let d = authorize(
+            &mut w.vm,
+            &RequestHeaders::new(all.clone()),
+            || NOW_MS,
+            Attempt::first(1),
+            &NoHostCrypto,
+        );
+        assert_eq!(status(&d), 200);
+        assert_eq!(property(&d, property::REASON), Some("cors_preflight"));
+
+        // Not a preflight without Access-Control-Request-Method: a token is needed.
+        all.pop();
+        let d = authorize(
+            &mut w.vm,
+            &RequestHeaders::new(all),
+            || NOW_MS,
+            Attempt::first(1),
+            &NoHostCrypto,
+        );
+        assert_eq!(status(&d), 401);
+    }
+
+    #[test]
+    fn a_group_the_token_lacks_is_403_naming_who_was_refused() {
+        let mut w = world(json!({}));
+        w.keys_published(&jwks(&[(key_a(), "a")]));
+
+        let d = w.get("/admin/x", &token(key_a(), "a", "bob", &["users"]));
+
+        assert_eq!(status(&d), 403);
+        assert_eq!(property(&d, property::SUB), Some("sub-bob"));
+        assert_eq!(
+            reply_header(&d, "www-authenticate"),
+            Some(r#"Bearer realm="api", error="insufficient_scope""#)
+        );
+        assert_eq!(
+            w.get("/admin/x", &token(key_a(), "a", "ada", &["admins"]))
+                .counters
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn only_the_filter_state_an_operator_turned_on_is_published() {
+        let mut w = world(json!({"filter_state": ["reason"]}));
+        w.keys_published(&jwks(&[(key_a(), "a")]));
+        let d = w.get("/x", &token(key_a(), "a", "alice", &[]));
+        assert_eq!(d.properties, [(property::REASON, "allowed".to_string())]);
+        let mut w = world(json!({"filter_state": []}));
+        assert!(w.decide("/x", &[], Attempt::first(1)).properties.is_empty());
+    }
+
+    #[test]
+    fn a_path_read_in_too_many_ways_is_400_before_any_token_is_read() {
+        let mut w = world(json!({}));
+        let path = "/A%2561;x/%u0062.\\%2e%2e//C;y/%252F..%5C.;z/D%20./".repeat(4);
+        let d = w.decide(&path, &[], Attempt::first(1));
+        assert_eq!(status(&d), 400);
+        assert_eq!(d.counters, [(Counter::DeniedBadRequest, None)]);
+    }
+}
+
+#[cfg(test)]
+mod revocation_tests {
     //! The revocation step of the decision, natively: cached tokens, the first-document
     //! wait, `on_unavailable`, and documents arriving through shared data as on a worker.
     use super::*;
@@ -652,7 +1206,13 @@ mod tests {
             (":path".into(), "/x".into()),
             ("authorization".into(), format!("Bearer {token}")),
         ]);
-        authorize(vm, &headers, now_ms, Attempt::first(context), &NoHostCrypto)
+        authorize(
+            vm,
+            &headers,
+            || now_ms,
+            Attempt::first(context),
+            &NoHostCrypto,
+        )
     }
 
     fn status(d: &Decision) -> Option<u32> {

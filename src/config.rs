@@ -12,8 +12,9 @@ use crate::cognito::{jwks_uri_for_issuer, JwksLocation, PoolId, TokenUse};
 use crate::decision::DECISION_HEADER;
 use crate::error::ConfigError;
 use crate::identity::folded_header_name;
+use crate::request::header_name;
 use crate::revocation::{RevocationSource, WireRevocationSource};
-use crate::rules::RouteRule;
+use crate::rules::{RouteRule, WireRule};
 
 /// Validated configuration. Built by [`Config::parse`]; never constructed half-valid.
 #[derive(Debug, Clone)]
@@ -46,6 +47,9 @@ pub struct Config {
     /// Distinct revocation sources; pools name theirs by index (equal blocks are one source:
     /// one fetch and one list).
     pub revocation_sources: Vec<RevocationSource>,
+    /// The filter-state properties published per request (`cognito_authorizer.<name>`);
+    /// each one is a host call. Default: all of them.
+    pub filter_state: Vec<&'static str>,
 }
 
 /// Who checks signatures.
@@ -180,6 +184,8 @@ struct WireConfig {
     token_cache_size: u64,
     #[serde(default = "default_signature_backend")]
     signature_backend: SignatureBackendChoice,
+    #[serde(default)]
+    filter_state: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,50 +219,6 @@ struct WireTokenSource {
     query: Option<String>,
     #[serde(default)]
     cookie: Option<String>,
-}
-
-/// A route rule as written; compiled by `rules.rs`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WireRule {
-    #[serde(rename = "match")]
-    pub matcher: WireMatch,
-    #[serde(default)]
-    pub allow: Option<bool>,
-    #[serde(default)]
-    pub require: Option<WireRequire>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WireMatch {
-    #[serde(default)]
-    pub prefix: Option<String>,
-    #[serde(default)]
-    pub exact: Option<String>,
-    #[serde(default)]
-    pub path_template: Option<String>,
-    #[serde(default)]
-    pub methods: Option<Vec<String>>,
-    #[serde(default)]
-    pub headers: Option<BTreeMap<String, String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WireRequire {
-    #[serde(default)]
-    pub scopes: Option<Vec<String>>,
-    #[serde(default)]
-    pub scopes_all: Option<Vec<String>>,
-    #[serde(default)]
-    pub groups: Option<Vec<String>>,
-    #[serde(default)]
-    pub groups_all: Option<Vec<String>>,
-    #[serde(default)]
-    pub claims: Option<BTreeMap<String, Vec<String>>>,
-    #[serde(default)]
-    pub token_use: Option<String>,
 }
 
 /// Tells an absent key from an explicit `null`.
@@ -314,6 +276,9 @@ fn default_max_jwks_bytes() -> u64 {
 fn default_token_cache_size() -> u64 {
     1024
 }
+/// The filter-state properties, by the name after `cognito_authorizer.`.
+pub const FILTER_STATE: [&str; 5] = ["decision", "reason", "pool", "sub", "client_id"];
+
 fn default_signature_backend() -> SignatureBackendChoice {
     SignatureBackendChoice::Auto
 }
@@ -524,6 +489,25 @@ impl Config {
         let max_jwks_bytes = bounded(wire.max_jwks_bytes, 1024, 16 << 20, "max_jwks_bytes")?;
         let token_cache_size = bounded(wire.token_cache_size, 0, 1 << 20, "token_cache_size")?;
 
+        let filter_state = match wire.filter_state {
+            None => FILTER_STATE.to_vec(),
+            Some(names) => {
+                let mut chosen = Vec::with_capacity(names.len());
+                for (i, name) in names.iter().enumerate() {
+                    let Some(known) = FILTER_STATE.iter().find(|k| **k == name.as_str()) else {
+                        return Err(ConfigError::new(
+                            format!("filter_state[{i}]"),
+                            format!("{name:?} is not one of {FILTER_STATE:?}"),
+                        ));
+                    };
+                    if !chosen.contains(known) {
+                        chosen.push(*known);
+                    }
+                }
+                chosen
+            }
+        };
+
         let config = Config {
             pools,
             token_sources,
@@ -550,6 +534,7 @@ impl Config {
             token_cache_size: token_cache_size as usize,
             signature_backend: wire.signature_backend,
             revocation_sources,
+            filter_state,
         };
         Ok((config, warnings))
     }
@@ -717,21 +702,6 @@ fn validate_source(s: WireTokenSource, path: &str) -> Result<TokenSource, Config
     }
 }
 
-/// A header name as Envoy sees it: lowercase HTTP token characters.
-pub(crate) fn header_name(name: &str, path: &str) -> Result<String, ConfigError> {
-    let valid = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !valid {
-        return Err(ConfigError::new(
-            path,
-            format!("{name:?} is not a valid HTTP header name"),
-        ));
-    }
-    Ok(name.to_ascii_lowercase())
-}
-
 /// A header the filter fills with identity: never a reserved or credential-carrying header,
 /// because client copies of it are stripped from every request.
 fn identity_header(
@@ -800,6 +770,7 @@ mod tests {
         assert_eq!(c.max_jwks_bytes, 65536);
         assert_eq!(c.token_cache_size, 1024);
         assert_eq!(c.signature_backend, SignatureBackendChoice::Auto);
+        assert_eq!(c.filter_state, FILTER_STATE);
         assert_eq!(warnings.len(), 1, "no client_ids must be warned about");
     }
 

@@ -134,7 +134,7 @@ pub fn cors_headers(origin: Option<&str>, allowed: &[String]) -> Vec<(&'static s
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::Requirement;
+    use crate::error::Unmet;
 
     fn header<'a>(r: &'a LocalReply, name: &str) -> Option<&'a str> {
         r.headers
@@ -188,7 +188,7 @@ mod tests {
     #[test]
     fn forbidden_reply_names_scopes_only_when_required() {
         let r = local_reply(
-            &AuthError::RequirementNotMet(Requirement::Scopes),
+            &AuthError::RequirementNotMet(Unmet::Scopes),
             "api",
             "api/admin",
             0,
@@ -199,12 +199,7 @@ mod tests {
             header(&r, "www-authenticate"),
             Some(r#"Bearer realm="api", error="insufficient_scope", scope="api/admin""#)
         );
-        let r = local_reply(
-            &AuthError::RequirementNotMet(Requirement::Groups),
-            "api",
-            "",
-            0,
-        );
+        let r = local_reply(&AuthError::RequirementNotMet(Unmet::Groups), "api", "", 0);
         assert_eq!(
             header(&r, "www-authenticate"),
             Some(r#"Bearer realm="api", error="insufficient_scope""#)

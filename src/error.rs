@@ -49,7 +49,7 @@ pub enum AuthError {
     /// `aud` (id token) or `client_id` (access token) names no configured app client.
     ClientNotAllowed,
     /// The token is valid but lacks a scope, group or claim value the route requires.
-    RequirementNotMet(Requirement),
+    RequirementNotMet(Unmet),
     /// No usable key set: never fetched successfully, or too stale to trust.
     KeysUnavailable,
     /// The path can be read in more ways than the filter weighs (`path::MAX_READINGS`): no
@@ -63,9 +63,10 @@ pub enum AuthError {
     RevocationsUnavailable,
 }
 
-/// The kind of route requirement a valid token failed (for logs and filter state).
+/// The kind of route requirement (`rules::Requirement`) a valid token failed to meet (for
+/// logs and filter state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Requirement {
+pub enum Unmet {
     Scopes,
     Groups,
     Claims,
@@ -138,10 +139,10 @@ impl AuthError {
             AuthError::IssuedInFuture => "issued_in_future",
             AuthError::TokenUseNotAllowed => "token_use_not_allowed",
             AuthError::ClientNotAllowed => "client_not_allowed",
-            AuthError::RequirementNotMet(Requirement::Scopes) => "missing_scope",
-            AuthError::RequirementNotMet(Requirement::Groups) => "missing_group",
-            AuthError::RequirementNotMet(Requirement::Claims) => "missing_claim_value",
-            AuthError::RequirementNotMet(Requirement::TokenUse) => "wrong_token_use",
+            AuthError::RequirementNotMet(Unmet::Scopes) => "missing_scope",
+            AuthError::RequirementNotMet(Unmet::Groups) => "missing_group",
+            AuthError::RequirementNotMet(Unmet::Claims) => "missing_claim_value",
+            AuthError::RequirementNotMet(Unmet::TokenUse) => "wrong_token_use",
             AuthError::KeysUnavailable => "keys_unavailable",
             AuthError::UnreadablePath => "unreadable_path",
             AuthError::Revoked => "revoked",

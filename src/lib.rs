@@ -32,6 +32,7 @@ pub mod error;
 pub mod extract;
 pub mod identity;
 pub mod jwks;
+pub mod key_fetch;
 pub mod keys;
 pub mod metrics;
 pub mod path;

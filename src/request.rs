@@ -1,5 +1,23 @@
 //! The request headers as the filter reads them: once per request, in one host call, with
-//! every value of a repeated header kept in arrival order.
+//! every value of a repeated header kept in arrival order; and what a valid header name is.
+
+use crate::error::ConfigError;
+
+/// A header name from the configuration (`path`: its JSON path) as Envoy sees it:
+/// HTTP token characters, lower-cased.
+pub fn header_name(name: &str, path: &str) -> Result<String, ConfigError> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !valid {
+        return Err(ConfigError::new(
+            path,
+            format!("{name:?} is not a valid HTTP header name"),
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
+}
 
 /// Request headers, names lower-case (as Envoy gives them), pseudo-headers (`:path`,
 /// `:method`) included.

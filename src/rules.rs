@@ -5,10 +5,57 @@
 //! `/admin`, whichever way the upstream reads them.
 
 use crate::cognito::TokenUse;
-use crate::config::{header_name, WireRequire, WireRule};
-use crate::error::{ConfigError, Requirement as Failed};
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::error::{ConfigError, Unmet};
 use crate::path;
-use crate::request::RequestHeaders;
+use crate::request::{header_name, RequestHeaders};
+
+/// A route rule as written in the configuration; compiled by [`RouteRule::compile`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireRule {
+    #[serde(rename = "match")]
+    pub matcher: WireMatch,
+    #[serde(default)]
+    pub allow: Option<bool>,
+    #[serde(default)]
+    pub require: Option<WireRequire>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireMatch {
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub exact: Option<String>,
+    #[serde(default)]
+    pub path_template: Option<String>,
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    #[serde(default)]
+    pub headers: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireRequire {
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    #[serde(default)]
+    pub scopes_all: Option<Vec<String>>,
+    #[serde(default)]
+    pub groups: Option<Vec<String>>,
+    #[serde(default)]
+    pub groups_all: Option<Vec<String>>,
+    #[serde(default)]
+    pub claims: Option<BTreeMap<String, Vec<String>>>,
+    #[serde(default)]
+    pub token_use: Option<String>,
+}
 
 /// One compiled rule: which requests it covers and what it asks of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -363,25 +410,25 @@ fn compile_requirement(wire: WireRequire, path: &str) -> Result<Requirement, Con
 
 impl Requirement {
     /// Checks a verified token; the error names the first kind of requirement it fails.
-    pub fn check(&self, token: &impl TokenFacts) -> Result<(), Failed> {
+    pub fn check(&self, token: &impl TokenFacts) -> Result<(), Unmet> {
         if let Some(required) = self.token_use {
             if token.token_use() != Some(required) {
-                return Err(Failed::TokenUse);
+                return Err(Unmet::TokenUse);
             }
         }
         if self.scopes_imply_access && token.token_use() == Some(TokenUse::Id) {
-            return Err(Failed::TokenUse);
+            return Err(Unmet::TokenUse);
         }
         if !holds(token.scopes(), &self.scopes_any, &self.scopes_all) {
-            return Err(Failed::Scopes);
+            return Err(Unmet::Scopes);
         }
         if !holds(token.groups(), &self.groups_any, &self.groups_all) {
-            return Err(Failed::Groups);
+            return Err(Unmet::Groups);
         }
         for (claim, accepted) in &self.claims {
             let values = token.claim_values(claim);
             if !values.iter().any(|v| accepted.iter().any(|a| a == v)) {
-                return Err(Failed::Claims);
+                return Err(Unmet::Claims);
             }
         }
         Ok(())
@@ -403,7 +450,7 @@ impl Requirement {
 pub fn check_all<'r>(
     requirements: &[&'r Requirement],
     token: &impl TokenFacts,
-) -> Result<(), (Failed, &'r Requirement)> {
+) -> Result<(), (Unmet, &'r Requirement)> {
     for requirement in requirements {
         requirement
             .check(token)
@@ -792,9 +839,9 @@ mod tests {
     fn scopes_any_needs_one_and_scopes_all_needs_every_one() {
         let any = requirement(r#"{"scopes":["api/read","api/write"]}"#);
         assert_eq!(any.check(&access(&["api/write"], &[])), Ok(()));
-        assert_eq!(any.check(&access(&["other"], &[])), Err(Failed::Scopes));
+        assert_eq!(any.check(&access(&["other"], &[])), Err(Unmet::Scopes));
         let all = requirement(r#"{"scopes_all":["api/read","api/write"]}"#);
-        assert_eq!(all.check(&access(&["api/read"], &[])), Err(Failed::Scopes));
+        assert_eq!(all.check(&access(&["api/read"], &[])), Err(Unmet::Scopes));
         assert_eq!(all.check(&access(&["api/write", "api/read"], &[])), Ok(()));
         assert_eq!(any.scope_hint(), "api/read api/write");
     }
@@ -804,7 +851,7 @@ mod tests {
         let r = requirement(r#"{"scopes":["api/read"]}"#);
         let mut id = access(&["api/read"], &[]);
         id.token_use = Some(TokenUse::Id);
-        assert_eq!(r.check(&id), Err(Failed::TokenUse));
+        assert_eq!(r.check(&id), Err(Unmet::TokenUse));
     }
 
     #[test]
@@ -814,19 +861,19 @@ mod tests {
         oidc.token_use = None;
         assert_eq!(r.check(&oidc), Ok(()));
         let explicit = requirement(r#"{"token_use":"access"}"#);
-        assert_eq!(explicit.check(&oidc), Err(Failed::TokenUse));
+        assert_eq!(explicit.check(&oidc), Err(Unmet::TokenUse));
     }
 
     #[test]
     fn groups_and_claims_are_checked_together() {
         let r = requirement(r#"{"groups":["admins","ops"],"claims":{"custom:tenant":["acme"]}}"#);
         assert_eq!(r.check(&access(&[], &["ops"])), Ok(()));
-        assert_eq!(r.check(&access(&[], &["users"])), Err(Failed::Groups));
+        assert_eq!(r.check(&access(&[], &["users"])), Err(Unmet::Groups));
         let mut other_tenant = access(&[], &["admins"]);
         other_tenant.tenant = vec!["globex"];
-        assert_eq!(r.check(&other_tenant), Err(Failed::Claims));
+        assert_eq!(r.check(&other_tenant), Err(Unmet::Claims));
         let all = requirement(r#"{"groups_all":["admins","ops"]}"#);
-        assert_eq!(all.check(&access(&[], &["admins"])), Err(Failed::Groups));
+        assert_eq!(all.check(&access(&[], &["admins"])), Err(Unmet::Groups));
         assert_eq!(all.check(&access(&[], &["ops", "admins"])), Ok(()));
     }
 

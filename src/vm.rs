@@ -185,6 +185,23 @@ impl<S: SharedData + Clone> VmState<S> {
         slot.list.observe(schedule);
     }
 
+    /// At configure time, for the revocation sources: as `start` for the pools — the
+    /// schedule entries exist before any tick can take a lease, a published document is
+    /// used at once, and a shorter refresh period applies now.
+    pub fn start_sources(&mut self, now_ms: u64) {
+        for slot in &self.sources {
+            slot.shared.entries.ensure_schedule();
+        }
+        self.sync_sources(now_ms);
+        for slot in &self.sources {
+            let fetched_at = slot.list.fetched_at_ms();
+            let _ = slot
+                .shared
+                .entries
+                .update(|s| s.fit_refresh(now_ms, fetched_at, &slot.timing));
+        }
+    }
+
     /// Brings every revocation source up to date with shared data.
     pub fn sync_sources(&mut self, now_ms: u64) {
         for index in 0..self.sources.len() {

@@ -1,5 +1,8 @@
-//! Small wrappers over host calls: clock, metrics, properties, request headers.
+//! Small wrappers over host calls: clock, metrics, properties, request headers. Every host
+//! call a request makes goes through here (or `shared.rs`) and is counted, so that the
+//! per-request budget (README "Benchmarks") is measured, not assumed.
 
+use std::cell::Cell;
 use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
@@ -16,9 +19,25 @@ use crate::signature::{
     rsa_host_key, self_test, HostCheck, HostKeyKind, SignatureBackend,
 };
 
+thread_local! {
+    /// Host calls since [`take_host_calls`] last read them (one VM is one thread).
+    static HOST_CALLS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Counts one host call.
+pub fn counted<T>(result: T) -> T {
+    HOST_CALLS.with(|c| c.set(c.get().saturating_add(1)));
+    result
+}
+
+/// The host calls counted since the last call, and starts counting anew.
+pub fn take_host_calls() -> u32 {
+    HOST_CALLS.with(|c| c.replace(0))
+}
+
 /// Host wall-clock time in milliseconds since the Unix epoch (0 if the host cannot tell).
 pub fn now_ms() -> u64 {
-    hostcalls::get_current_time()
+    counted(hostcalls::get_current_time())
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -40,7 +59,7 @@ pub fn jitter() -> u64 {
 /// simply invalid. Envoy has already joined repeated `authorization` headers into one.
 pub fn request_headers() -> RequestHeaders {
     RequestHeaders::new(
-        hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
+        counted(hostcalls::get_map_bytes(MapType::HttpRequestHeaders))
             .unwrap_or_default()
             .into_iter()
             .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
@@ -61,12 +80,16 @@ fn map_value(map: MapType, name: &str) -> Option<String> {
 }
 
 pub fn set_request_header(name: &str, value: Option<&str>) {
-    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
+    let _ = counted(hostcalls::set_map_value(
+        MapType::HttpRequestHeaders,
+        name,
+        value,
+    ));
 }
 
 /// Publishes `cognito_authorizer.<key>` as a property (Envoy filter state `wasm.<key>`).
 pub fn set_property(key: &str, value: &str) {
-    let _ = hostcalls::set_property(vec![key], Some(value.as_bytes()));
+    let _ = counted(hostcalls::set_property(vec![key], Some(value.as_bytes())));
 }
 
 /// Metric ids, defined once per VM at configure time.
@@ -114,7 +137,7 @@ impl Metrics {
     /// Records how many usable keys the pool's current set has.
     pub fn set_keys(&self, pool: usize, count: usize) {
         if let Some(Some(id)) = self.keys_gauge.get(pool) {
-            let _ = hostcalls::record_metric(*id, count as u64);
+            let _ = counted(hostcalls::record_metric(*id, count as u64));
         }
     }
 
@@ -122,7 +145,7 @@ impl Metrics {
     pub fn count(&self, counter: Counter, pool: Option<usize>) {
         let bump = |ids: &[(Counter, u32)]| {
             if let Some((_, id)) = ids.iter().find(|(c, _)| *c == counter) {
-                let _ = hostcalls::increment_metric(*id, 1);
+                let _ = counted(hostcalls::increment_metric(*id, 1));
             }
         };
         bump(&self.global);
@@ -193,10 +216,28 @@ impl SignatureBackend for HostCrypto {
             return None;
         }
         let arguments = encode_verify_arguments(check);
-        match hostcalls::call_foreign_function("verify_signature", Some(&arguments)) {
+        match counted(hostcalls::call_foreign_function(
+            "verify_signature",
+            Some(&arguments),
+        )) {
             Ok(Some(result)) => decode_verify_result(&result),
             Ok(None) => decode_verify_result(&[]),
             Err(_) => None,
         }
     }
+}
+
+/// Answers the current request locally.
+pub fn send_local_reply(status: u32, headers: &[(&str, String)], body: &str) {
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let _ = counted(hostcalls::send_http_response(
+        status,
+        headers,
+        Some(body.as_bytes()),
+    ));
+}
+
+/// Sets the root context's tick period.
+pub fn set_tick_period(period: std::time::Duration) {
+    let _ = counted(hostcalls::set_tick_period(period));
 }

@@ -15,12 +15,11 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 use super::host::{self, now_ms, request_headers, HostCrypto, Metrics};
 use super::http;
-use super::shared::{HostSharedData, SharedKeys, SharedRevocations};
+use super::shared::{HostSharedData, SharedRevocations};
 use super::{SharedState, Vm};
 use crate::authorize::Attempt;
 use crate::config::{Config, SignatureBackendChoice};
-use crate::jwks::parse_jwks;
-use crate::keys::encode_envelope;
+use crate::key_fetch::{CalloutAnswer, FetchResult};
 use crate::metrics::Counter;
 use crate::revocation::{document_digest, RevocationList, Stamp};
 use crate::vm::VmState;
@@ -279,77 +278,31 @@ impl Root {
     /// Starts the fetches that are due and whose lease this VM wins.
     fn dispatch_due_fetches(&mut self, state: &SharedState) {
         let now = now_ms();
-        let pool_count = state.borrow().core.pools.len();
-        for pool in 0..pool_count {
-            let (shared, timing, due, vm_id) = {
-                let s = &state.borrow().core;
-                let Some(slot) = s.pools.get(pool) else {
-                    continue;
-                };
-                (
-                    slot.shared.clone(),
-                    s.timing,
-                    slot.keys.schedule.fetch_due(now, &s.timing),
-                    s.vm_id,
-                )
-            };
-            if !due {
-                continue;
-            }
-            let Some((won, schedule)) = shared.update(|sch| {
-                let due = sch.fetch_due(now, &timing);
-                if due {
-                    sch.fetch_started(now, vm_id);
+        let claimed = state.borrow_mut().core.claim_due_fetches(now);
+        for fetch in claimed {
+            let timeout = Duration::from_millis(state.borrow().core.config.jwks_timeout_ms);
+            let headers = vec![
+                (":method", "GET"),
+                (":path", fetch.path.as_str()),
+                (":authority", fetch.authority.as_str()),
+                ("accept", "application/json"),
+                ("user-agent", "cognito-authorizer"),
+            ];
+            let (pool, cluster) = (fetch.pool, &fetch.cluster);
+            match self.dispatch_http_call(cluster, headers, None, vec![], timeout) {
+                Ok(token) => {
+                    debug!(
+                        "pool #{pool}: fetching JWKS via cluster {cluster}: {}{}",
+                        fetch.authority, fetch.path
+                    );
+                    self.fetches.insert(token, Fetch::Jwks(pool));
                 }
-                due
-            }) else {
-                continue;
-            };
-            if let Some(slot) = state.borrow_mut().core.pools.get_mut(pool) {
-                slot.keys.observe(schedule);
-            }
-            if won {
-                self.start_fetch(state, pool, &shared, now);
-            }
-        }
-    }
-
-    fn start_fetch(&mut self, state: &SharedState, pool: usize, shared: &SharedKeys, now: u64) {
-        let (cluster, authority, path, timeout) = {
-            let s = &state.borrow().core;
-            let Some(p) = s.config.pools.get(pool) else {
-                return;
-            };
-            (
-                p.jwks_cluster.clone(),
-                p.jwks.authority.clone(),
-                p.jwks.path.clone(),
-                Duration::from_millis(s.config.jwks_timeout_ms),
-            )
-        };
-        let headers = vec![
-            (":method", "GET"),
-            (":path", path.as_str()),
-            (":authority", authority.as_str()),
-            ("accept", "application/json"),
-            ("user-agent", "cognito-authorizer"),
-        ];
-        match self.dispatch_http_call(&cluster, headers, None, vec![], timeout) {
-            Ok(token) => {
-                debug!("pool #{pool}: fetching JWKS via cluster {cluster}: {authority}{path}");
-                self.fetches.insert(token, Fetch::Jwks(pool));
-            }
-            Err(status) => {
-                // Typically the cluster does not exist (yet): retried with backoff.
-                warn!("pool #{pool}: cannot call cluster {cluster:?} for the JWKS: {status:?}");
-                let schedule = shared.update(|s| {
-                    s.fetch_failed(now, host::jitter());
-                    true
-                });
-                let mut vm = state.borrow_mut();
-                vm.metrics.count(Counter::JwksFetchFailed, Some(pool));
-                if let (Some(slot), Some((_, schedule))) = (vm.core.pools.get_mut(pool), schedule) {
-                    slot.keys.observe(schedule);
+                Err(status) => {
+                    // Typically the cluster does not exist (yet): retried with backoff.
+                    warn!("pool #{pool}: cannot call cluster {cluster:?} for the JWKS: {status:?}");
+                    let mut vm = state.borrow_mut();
+                    vm.core.fetch_failed(pool, now, host::jitter());
+                    vm.metrics.count(Counter::JwksFetchFailed, Some(pool));
                 }
             }
         }
@@ -387,97 +340,56 @@ impl Root {
     fn on_jwks_response(&mut self, state: &SharedState, pool: usize, body_size: usize) {
         let now = now_ms();
         let status = host::callout_response_header(":status");
-        let (max, name, shared) = {
-            let s = &state.borrow().core;
-            let Some(slot) = s.pools.get(pool) else {
-                return;
-            };
-            let name = s
-                .config
-                .pools
-                .get(pool)
-                .map(|p| p.name.clone())
-                .unwrap_or_default();
-            (s.config.max_jwks_bytes, name, slot.shared.clone())
+        let answer = CalloutAnswer {
+            status: status.as_deref(),
+            body_size,
         };
-        let body = if status.as_deref() == Some("200") && body_size <= max {
+        let body = if state.borrow().core.wants_body(answer) {
             self.get_http_call_response_body(0, body_size)
                 .unwrap_or_default()
         } else {
             Vec::new()
         };
-        let result = if status.as_deref() != Some("200") {
-            Err(format!(
-                "status {}",
-                status
-                    .as_deref()
-                    .unwrap_or("none (timeout or connection failure)")
-            ))
-        } else if body_size > max {
-            Err(format!(
-                "body of {body_size} bytes is over max_jwks_bytes ({max})"
-            ))
-        } else {
-            parse_jwks(&body, max)
-        };
-        match result {
-            Ok(parsed) => {
-                for skipped in &parsed.skipped {
+        let mut vm = state.borrow_mut();
+        let name = vm
+            .core
+            .config
+            .pools
+            .get(pool)
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        match vm
+            .core
+            .jwks_answer(pool, now, answer, &body, host::jitter())
+        {
+            FetchResult::Loaded {
+                kids,
+                changed,
+                skipped,
+            } => {
+                for skipped in &skipped {
                     warn!("pool {name}: JWKS key skipped: {skipped}");
                 }
-                // Publish first, then release the lease: other workers pick the set up.
-                let cas = shared.publish(&encode_envelope(now, &body));
-                let timing = state.borrow().core.timing;
-                let schedule = shared.update(|s| {
-                    s.fetch_succeeded(now, &timing);
-                    true
-                });
-                let mut vm = state.borrow_mut();
-                let changed = vm
-                    .core
-                    .pools
-                    .get(pool)
-                    .and_then(|slot| slot.keys.keys())
-                    .is_none_or(|old| old.kids() != parsed.keys.kids());
-                let kids = parsed.keys.kids().join(",");
+                let kids = kids.join(",");
                 if changed {
                     info!("pool {name}: loaded JWKS with kids [{kids}]");
                 } else {
                     debug!("pool {name}: JWKS refreshed, kids [{kids}]");
                 }
-                vm.core.install_keys(pool, parsed.keys, now, cas);
-                if let (Some(slot), Some((_, schedule))) = (vm.core.pools.get_mut(pool), schedule) {
-                    slot.keys.observe(schedule);
-                }
                 vm.report_key_counts();
                 vm.metrics.count(Counter::JwksFetchOk, Some(pool));
             }
-            Err(why) => {
-                let jitter = host::jitter();
-                let schedule = shared.update(|s| {
-                    s.fetch_failed(now, jitter);
-                    true
-                });
-                let mut vm = state.borrow_mut();
-                let keeping = vm
-                    .core
-                    .pools
-                    .get(pool)
-                    .is_some_and(|slot| slot.keys.keys().is_some());
-                warn!(
-                    "pool {name}: JWKS fetch failed ({why}); {}",
-                    if keeping {
-                        "keeping the previous keys"
-                    } else {
-                        "no keys yet"
-                    }
-                );
-                if let (Some(slot), Some((_, schedule))) = (vm.core.pools.get_mut(pool), schedule) {
-                    slot.keys.observe(schedule);
-                }
+            FetchResult::Failed { why, keeping_keys } => {
+                let keeping = if keeping_keys {
+                    "keeping the previous keys"
+                } else {
+                    "no keys yet"
+                };
+                warn!("pool {name}: JWKS fetch failed ({why}); {keeping}");
                 vm.metrics.count(Counter::JwksFetchFailed, Some(pool));
             }
         }
+        drop(vm);
         self.wake_waiters(state);
     }
 }
@@ -486,15 +398,21 @@ impl Context for Root {
     /// A VM going away mid-fetch hands its lease back, so another worker fetches at once.
     fn on_done(&mut self) -> bool {
         if let Some(state) = &self.state {
-            let s = &state.borrow().core;
+            let vm = state.borrow();
+            vm.core
+                .abandon_fetches(self.fetches.values().filter_map(|f| match f {
+                    Fetch::Jwks(pool) => Some(*pool),
+                    Fetch::Revocations(_) => None,
+                }));
             for fetch in self.fetches.values() {
-                // Only a lease this VM still holds: another VM may have taken it since.
-                let shared = match *fetch {
-                    Fetch::Jwks(pool) => s.pools.get(pool).map(|slot| &slot.shared),
-                    Fetch::Revocations(i) => s.sources.get(i).map(|slot| &slot.shared.entries),
-                };
-                if let Some(shared) = shared {
-                    let _ = shared.update(|sch| sch.lease_abandoned(s.vm_id));
+                if let Fetch::Revocations(i) = fetch {
+                    if let Some(slot) = vm.core.sources.get(*i) {
+                        // Only a lease this VM still holds: another VM may have taken it since.
+                        let _ = slot
+                            .shared
+                            .entries
+                            .update(|sch| sch.lease_abandoned(vm.core.vm_id));
+                    }
                 }
             }
         }
@@ -593,28 +511,9 @@ impl RootContext for Root {
         // first fetch starts now, not on the first request or tick: cold start is one round trip.
         // After a reload with a shorter refresh period, the shared schedule (kept across
         // reloads with the keys) must not wait for the old, longer one.
-        // The schedule entries exist before any tick can take a lease (see shared_keys).
-        for slot in state.borrow().core.pools.iter() {
-            slot.shared.ensure_schedule();
-        }
-        for slot in state.borrow().core.sources.iter() {
-            slot.shared.entries.ensure_schedule();
-        }
-        self.sync_pools(&state);
-        let (now, timing) = (now_ms(), state.borrow().core.timing);
-        for slot in state.borrow().core.pools.iter() {
-            let fetched_at = slot.keys.fetched_at_ms();
-            let _ = slot
-                .shared
-                .update(|s| s.fit_refresh(now, fetched_at, &timing));
-        }
-        for slot in state.borrow().core.sources.iter() {
-            let fetched_at = slot.list.fetched_at_ms();
-            let _ = slot
-                .shared
-                .entries
-                .update(|s| s.fit_refresh(now, fetched_at, &slot.timing));
-        }
+        state.borrow_mut().core.start(now_ms());
+        state.borrow_mut().core.start_sources(now_ms());
+        state.borrow_mut().report_key_counts();
         self.ticked = false;
         self.set_tick_period(FIRST_TICK);
         true

@@ -9,19 +9,18 @@ use crate::shared_keys::{SetError, SharedData};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HostSharedData;
 
-pub type SharedKeys = crate::shared_keys::SharedKeys<HostSharedData>;
 pub type SharedRevocations = crate::shared_keys::SharedRevocations<HostSharedData>;
 
 impl SharedData for HostSharedData {
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        match hostcalls::get_shared_data(key) {
+        match super::host::counted(hostcalls::get_shared_data(key)) {
             Ok((Some(bytes), Some(cas))) => Some((bytes, cas)),
             _ => None,
         }
     }
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
-        match hostcalls::set_shared_data(key, Some(value), cas) {
+        match super::host::counted(hostcalls::set_shared_data(key, Some(value), cas)) {
             Ok(()) => Ok(()),
             Err(Status::CasMismatch) => Err(SetError::CasMismatch),
             Err(_) => Err(SetError::Failed),

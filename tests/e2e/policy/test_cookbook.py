@@ -33,7 +33,7 @@ from support.authorizer_config import TEST_CLIENT, TEST_POOL
 from support.polling import wait_until
 from support.scenarios import bearer, mint_access, mint_id
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[3] / "README.md"
 PLACEHOLDER_POOL = "us-east-1_AbCdEf123"
 PLACEHOLDER_CLIENT = "<app client>"
 README_CLUSTER = "cognito_jwks"

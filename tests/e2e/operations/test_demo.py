@@ -12,7 +12,7 @@ import pytest
 
 from support.ports import free_port
 
-DEMO = Path(__file__).resolve().parents[2] / "scripts" / "demo.py"
+DEMO = Path(__file__).resolve().parents[3] / "scripts" / "demo.py"
 
 
 def test_demo_selftest_shows_401_then_200(envoy_bin, wasm_path, tmp_path):

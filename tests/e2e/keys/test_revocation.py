@@ -42,7 +42,7 @@ from support.moto_pool import DUMMY_CREDENTIALS, REGION, cognito_client
 from support.polling import wait_until
 from support.scenarios import bearer, filter_metrics, mint_access, mint_id
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PRODUCER = REPO / "tools" / "revocations" / "cognito_revocations.py"
 DOC_CLUSTER = "revocations"
 DOC_SUFFIX = "/revocations.json"

@@ -38,7 +38,7 @@ from support.authorizer_config import (
 from support.polling import wait_until
 from support.scenarios import bearer, filter_metrics, mint_id
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 VERSION = tomllib.loads((REPO / "Cargo.toml").read_text())["package"]["version"]
 LOG_FORMAT = (
     "%REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE%"

@@ -126,16 +126,21 @@ def _refuse(jwks_server, scripted):
     scripted.stop()  # nothing listens any more: connection refused
 
 
+def _fail(jwks_server, scripted):
+    jwks_server.fail(500)
+
+
 @pytest.mark.parametrize(
-    "break_jwks", [_hang, _refuse], ids=["hangs-past-timeout", "refuses-connections"]
-)
+    "break_jwks", [_hang, _refuse, _fail],
+    ids=["hangs-past-timeout", "refuses-connections", "answers-500"],
+)  # fmt: skip
 def test_outage_after_keys_loaded_serves_stale_keys_until_refresh_plus_max_stale_then_503(
     start_envoy, jwks, upstream, signing_key, break_jwks
 ):
     scripted = JwksServer(keep_alive=False)
     try:
         scripted.set(PATH, tk.jwks(signing_key))
-        server = jwks if break_jwks is _hang else scripted
+        server = scripted if break_jwks is _refuse else jwks
         envoy = start_envoy(
             self_minted_only_config(
                 jwks_refresh_seconds=REFRESH,

@@ -29,6 +29,7 @@ from support.authorizer_config import (
     self_minted_pool,
 )
 from support.jwks_server import JwksServer
+from support.polling import wait_until
 
 ED25519_L = 2**252 + 27742317777372353535851937790883648493
 FAMILY = {**{a: "RSA" for a in mu.RSA_ALGS}, "ES256": "P-256", "ES384": "P-384", "EdDSA": "Ed25519"}
@@ -77,6 +78,9 @@ def backends(module_envoys, keys):
 
 
 def test_auto_backend_uses_host_crypto_and_wasm_backend_uses_jwt_simple(backends):
+    # Envoy writes its log in the background: wait for the configuration line of each VM.
+    for envoy in backends.values():
+        wait_until(lambda: "signatures: " in envoy.log_text(), 10, f"{envoy.name}'s log")
     auto, wasm = backends["auto"].log_text(), backends["wasm"].log_text()
 
     assert "signatures: RSA by host crypto, ECDSA by host crypto, others by jwt-simple" in auto

@@ -147,7 +147,7 @@ def test_tampered_moto_token_is_invalid(authorizer, upstream, alice):
     "value",
     ["Bearer abc.def", "Bearer not-a-jwt", "Bearer a.b.c", "Bearer ...", "Bearer e30.e30.",
      # raw, without a scheme: with a dot it is a (bad) token; a single word without one is
-     # a scheme without credentials, no token at all (tests/e2e/test_missing_token.py)
+     # a scheme without credentials, no token at all (tests/e2e/tokens/test_missing_token.py)
      "not-a.jwt", "Bearer eyJhbGciOiJSUzI1NiJ9.!!!.abc"],
     ids=["two-segments", "no-dots", "three-junk-segments", "only-dots", "empty-objects-no-sig",
          "raw-junk", "bad-base64"],
