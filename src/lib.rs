@@ -23,6 +23,7 @@
     )
 )]
 
+pub mod algorithm;
 pub mod cache;
 pub mod cognito;
 pub mod config;
@@ -33,6 +34,7 @@ pub mod identity;
 pub mod jwks;
 pub mod keys;
 pub mod metrics;
+pub mod rsa;
 pub mod rules;
 pub mod signature;
 pub mod verify;
