@@ -35,14 +35,12 @@ impl KeyMaterial {
     /// An algorithm that does not fit the material is false, never a guess.
     pub fn verify(&self, alg: Algorithm, signing_input: &[u8], signature: &[u8]) -> bool {
         match (self, alg) {
-            (
-                KeyMaterial::Rsa(key),
-                Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512,
-            ) => key.verify_pkcs1v15(alg.digest(), signing_input, signature),
-            (
-                KeyMaterial::Rsa(key),
-                Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512,
-            ) => key.verify_pss(alg.digest(), signing_input, signature),
+            (KeyMaterial::Rsa(key), Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512) => {
+                key.verify_pkcs1v15(alg.digest(), signing_input, signature)
+            }
+            (KeyMaterial::Rsa(key), Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512) => {
+                key.verify_pss(alg.digest(), signing_input, signature)
+            }
             #[cfg(feature = "ecdsa")]
             (KeyMaterial::P256(key), Algorithm::ES256) => {
                 use p256::ecdsa::signature::Verifier;
@@ -252,7 +250,11 @@ fn parse_key(raw: serde_json::Value) -> Result<Jwk, String> {
             let key = RsaPublicKey::new(&n, &e).map_err(|why| format!("kid {kid:?}: {why}"))?;
             n.hash(&mut hasher);
             e.hash(&mut hasher);
-            (algorithms, KeyMaterial::Rsa(key), Some(rsa_host_key(&n, &e)))
+            (
+                algorithms,
+                KeyMaterial::Rsa(key),
+                Some(rsa_host_key(&n, &e)),
+            )
         }
         "EC" => {
             let crv = wire.crv.unwrap_or_default();
@@ -543,7 +545,12 @@ pub(crate) mod tests {
         let mut kids = built.clone();
         kids.sort_unstable();
         assert_eq!(parsed.keys.kids(), kids);
-        assert_eq!(parsed.skipped.len(), 3 - built.len(), "{:?}", parsed.skipped);
+        assert_eq!(
+            parsed.skipped.len(),
+            3 - built.len(),
+            "{:?}",
+            parsed.skipped
+        );
         for (kid, alg, token, reference) in &c.tokens {
             if built.contains(kid) {
                 // The module's verifier answers as jwt-simple, the reference, does.
@@ -565,12 +572,37 @@ pub(crate) mod tests {
         let parsed = parse_jwks(&body(vec![rsa_jwk(&key, "k", None)]), 65536).unwrap();
         let claims = Claims::create(Duration::from_hours(1));
         let token = key.sign(claims).unwrap();
-        assert!(verify_in_module(&parsed.keys, "k", Algorithm::RS256, &token));
-        assert!(!verify_in_module(&parsed.keys, "k", Algorithm::RS384, &token));
-        assert!(!verify_in_module(&parsed.keys, "k", Algorithm::PS256, &token));
-        assert!(!verify_in_module(&parsed.keys, "k", Algorithm::RS256, &tamper(&token, 1)));
+        assert!(verify_in_module(
+            &parsed.keys,
+            "k",
+            Algorithm::RS256,
+            &token
+        ));
+        assert!(!verify_in_module(
+            &parsed.keys,
+            "k",
+            Algorithm::RS384,
+            &token
+        ));
+        assert!(!verify_in_module(
+            &parsed.keys,
+            "k",
+            Algorithm::PS256,
+            &token
+        ));
+        assert!(!verify_in_module(
+            &parsed.keys,
+            "k",
+            Algorithm::RS256,
+            &tamper(&token, 1)
+        ));
         // A key restricted to RS256 does not verify another algorithm, even a valid one.
         let parsed = parse_jwks(&body(vec![rsa_jwk(&key, "k", Some("RS512"))]), 65536).unwrap();
-        assert!(!verify_in_module(&parsed.keys, "k", Algorithm::RS256, &token));
+        assert!(!verify_in_module(
+            &parsed.keys,
+            "k",
+            Algorithm::RS256,
+            &token
+        ));
     }
 }

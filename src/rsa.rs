@@ -286,7 +286,9 @@ impl RsaPublicKey {
         let em_bits = self.bits - 1;
         let em_len = em_bits.div_ceil(8);
         // The k-byte value holds emLen bytes; when k > emLen, the extra top byte must be 0.
-        let (extra, em) = em.split_at(self.size - em_len);
+        let Some((extra, em)) = em.split_at_checked(self.size.saturating_sub(em_len)) else {
+            return false;
+        };
         if extra.iter().any(|b| *b != 0) {
             return false;
         }
@@ -302,7 +304,9 @@ impl RsaPublicKey {
         if trailer != 0xbc {
             return false;
         }
-        let (masked_db, h) = rest.split_at(em_len - h_len - 1);
+        let Some((masked_db, h)) = rest.split_at_checked(em_len - h_len - 1) else {
+            return false;
+        };
         let unused_bits = 8 * em_len - em_bits;
         let top_mask = 0xffu8 >> unused_bits;
         if masked_db.first().is_none_or(|b| b & !top_mask != 0) {
@@ -315,7 +319,9 @@ impl RsaPublicKey {
         if let Some(first) = db.first_mut() {
             *first &= top_mask;
         }
-        let (padding, rest) = db.split_at(em_len - h_len - s_len - 2);
+        let Some((padding, rest)) = db.split_at_checked(em_len - h_len - s_len - 2) else {
+            return false;
+        };
         let Some((&separator, salt)) = rest.split_first() else {
             return false;
         };
@@ -657,9 +663,21 @@ pub(crate) mod tests {
         assert!(k.reference_verifies(Algorithm::PS256, &good));
         let mut bad = vec![
             // Salt lengths other than the hash length.
-            sign(pss_em(&k.public, kind, input.as_bytes(), &[7u8; 20], |_| {})),
+            sign(pss_em(
+                &k.public,
+                kind,
+                input.as_bytes(),
+                &[7u8; 20],
+                |_| {},
+            )),
             sign(pss_em(&k.public, kind, input.as_bytes(), &[], |_| {})),
-            sign(pss_em(&k.public, kind, input.as_bytes(), &[7u8; 64], |_| {})),
+            sign(pss_em(
+                &k.public,
+                kind,
+                input.as_bytes(),
+                &[7u8; 64],
+                |_| {},
+            )),
             // Separator and padding damaged.
             sign(pss_em(&k.public, kind, input.as_bytes(), &salt, |db| {
                 let i = db.len() - 33;

@@ -17,10 +17,10 @@ use serde::de::{Deserializer, Error as _, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::algorithm::Algorithm;
 use crate::cognito::{client_candidates, TokenUse};
 use crate::config::{Config, Pool};
 use crate::error::AuthError;
-use crate::algorithm::Algorithm;
 use crate::jwks::KeySet;
 use crate::rules::TokenFacts;
 use crate::signature::{
@@ -136,7 +136,7 @@ pub fn inspect<'t>(token: &'t str, config: &Config) -> Result<UnverifiedToken<'t
     }
     let header = decode_object(header_b64)?;
     let payload = decode_object(payload_b64)?;
-    // Signature must at least be base64url; its bytes are checked by jwt-simple.
+    // Signature must at least be base64url; its bytes are checked by the verifier.
     if !signature_b64.bytes().all(is_base64url) {
         return Err(AuthError::Malformed.into());
     }
@@ -222,7 +222,9 @@ fn jwt_header_acceptable(token: &str, header: &Map<String, Value>) -> bool {
     let typ_ok = match header.get("typ") {
         None | Some(Value::Null) => true,
         Some(Value::String(t)) => {
-            let t = t.to_uppercase();
+            // ASCII case folding: no other letter upper-cases to J, W or T (and no Unicode
+            // case tables in the module).
+            let t = t.to_ascii_uppercase();
             t == "JWT" || t.ends_with("+JWT")
         }
         Some(_) => false,

@@ -47,6 +47,14 @@ from support.envoy import refusal_reasons_since, settled_log_size
 from support.jwks_server import JwksServer
 from support.servers import BackgroundServer, QuietHandler
 
+
+@pytest.fixture(scope="module")
+def wasm_path(all_algorithms_wasm_path):
+    """Every algorithm is exercised here: the all-algorithms build (the default build carries
+    RSA only; test_algorithm_features.py tests what it does with the others)."""
+    return all_algorithms_wasm_path
+
+
 ATTACKER_CLUSTER = "attacker"
 KID_FOR_ALG = {
     "RS256": "adv-rsa",
