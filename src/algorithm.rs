@@ -72,9 +72,10 @@ impl Algorithm {
 
     /// Whether this build can verify the algorithm inside the module.
     pub fn is_built_in(self) -> bool {
+        let (ecdsa, eddsa) = (cfg!(feature = "ecdsa"), cfg!(feature = "eddsa"));
         match self {
-            Algorithm::ES256 | Algorithm::ES384 => cfg!(feature = "ecdsa"),
-            Algorithm::EdDSA => cfg!(feature = "eddsa"),
+            Algorithm::ES256 | Algorithm::ES384 => ecdsa,
+            Algorithm::EdDSA => eddsa,
             _ => true,
         }
     }

@@ -540,7 +540,7 @@ pub(crate) mod tests {
                     let raw = URL_SAFE_NO_PAD.decode(sig).unwrap();
                     for pos in [0, 1, raw.len() / 2, raw.len() - 1] {
                         let mut bad = raw.clone();
-                        bad[pos] ^= 1 << (i + pos as u64) % 8;
+                        bad[pos] ^= 1 << ((i + pos as u64) % 8);
                         cases.push(replace_signature(&token, &bad));
                     }
                     cases.push(replace_signature(&token, &raw[1..]));
