@@ -339,7 +339,7 @@ impl RootContext for Root {
             SignatureBackendChoice::Wasm => HostCrypto::default(),
         };
         debug!(
-            "cold start: configuration parsed in {} ms, host crypto self-test {} ms",
+            "cold start: configuration parsed in {} ms, signature backend self-test {} ms",
             parsed_ms.saturating_sub(started_ms),
             now_ms().saturating_sub(parsed_ms)
         );
