@@ -146,7 +146,7 @@ fuzz:
 # symbol names kept: sizes before wasm-opt), and the size of the all-algorithms build.
 size: build build-all-algorithms
 	@command -v twiggy >/dev/null || cargo install twiggy --version $(TWIGGY_VERSION) --locked
-	CARGO_PROFILE_RELEASE_STRIP=none cargo build --release --target $(WASM_TARGET) --target-dir target/size
+	CARGO_PROFILE_RELEASE_STRIP=debuginfo cargo build --release --target $(WASM_TARGET) --target-dir target/size
 	@echo; twiggy top -n 25 target/size/$(WASM_TARGET)/release/cognito_authorizer.wasm | grep -v "custom section\|subsection"
 	@echo; ls -l $(WASM_ALL) | awk '{printf "all-algorithms build: %d bytes (%.0f KiB)\n", $$5, $$5/1024}'
 	@ls -l $(WASM) | awk '{printf "module size: %d bytes (%.0f KiB), budget $(SIZE_BUDGET) bytes\n", $$5, $$5/1024}'
