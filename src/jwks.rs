@@ -1,8 +1,9 @@
 //! JWKS parsing and validation (README "Keys"): a fetched body becomes a [`KeySet`] of verifying
 //! keys by `kid`, each converted once here so that verification does no key parsing.
 //!
-//! A key that cannot be used (unknown type, symmetric, too weak, `use` other than `sig`) is
-//! skipped and reported, never fatal; a set with no usable key at all is refused.
+//! A key that cannot be used (unknown type, symmetric, too weak, `use` other than `sig`, or an
+//! algorithm this build does not carry) is skipped and reported, never fatal; a set with no
+//! usable key at all is refused.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -10,110 +11,54 @@ use std::hash::{Hash, Hasher};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jwt_simple::prelude::*;
 use serde::Deserialize;
 
+pub use crate::algorithm::Algorithm;
+use crate::rsa::RsaPublicKey;
 use crate::signature::{ec_host_key, rsa_host_key, HostKey, HostKeyKind};
 
-/// The asymmetric JWS algorithms the filter accepts. `none` and `HS*` are not representable:
-/// an HMAC "verified" with a public key is the classic algorithm-confusion forgery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Algorithm {
-    RS256,
-    RS384,
-    RS512,
-    PS256,
-    PS384,
-    PS512,
-    ES256,
-    ES384,
-    EdDSA,
-}
-
-impl Algorithm {
-    /// Exact, case-sensitive JOSE names only (`rs256` is not `RS256`).
-    pub fn parse(name: &str) -> Option<Algorithm> {
-        Some(match name {
-            "RS256" => Algorithm::RS256,
-            "RS384" => Algorithm::RS384,
-            "RS512" => Algorithm::RS512,
-            "PS256" => Algorithm::PS256,
-            "PS384" => Algorithm::PS384,
-            "PS512" => Algorithm::PS512,
-            "ES256" => Algorithm::ES256,
-            "ES384" => Algorithm::ES384,
-            "EdDSA" => Algorithm::EdDSA,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Algorithm::RS256 => "RS256",
-            Algorithm::RS384 => "RS384",
-            Algorithm::RS512 => "RS512",
-            Algorithm::PS256 => "PS256",
-            Algorithm::PS384 => "PS384",
-            Algorithm::PS512 => "PS512",
-            Algorithm::ES256 => "ES256",
-            Algorithm::ES384 => "ES384",
-            Algorithm::EdDSA => "EdDSA",
-        }
-    }
-
-    const RSA: [Algorithm; 6] = [
-        Algorithm::RS256,
-        Algorithm::RS384,
-        Algorithm::RS512,
-        Algorithm::PS256,
-        Algorithm::PS384,
-        Algorithm::PS512,
-    ];
-}
-
-/// A key ready to verify one algorithm.
+/// Key material ready to verify, in the module, every algorithm the key may be used with.
 #[derive(Debug, Clone)]
-pub enum VerifyingKey {
-    RS256(RS256PublicKey),
-    RS384(RS384PublicKey),
-    RS512(RS512PublicKey),
-    PS256(PS256PublicKey),
-    PS384(PS384PublicKey),
-    PS512(PS512PublicKey),
-    ES256(ES256PublicKey),
-    ES384(ES384PublicKey),
-    EdDSA(Ed25519PublicKey),
+pub enum KeyMaterial {
+    /// RS256/384/512 and PS256/384/512 (`rsa`).
+    Rsa(RsaPublicKey),
+    #[cfg(feature = "ecdsa")]
+    P256(p256::ecdsa::VerifyingKey),
+    #[cfg(feature = "ecdsa")]
+    P384(p384::ecdsa::VerifyingKey),
+    #[cfg(feature = "eddsa")]
+    Ed25519(ed25519_compact::PublicKey),
 }
 
-impl VerifyingKey {
-    pub fn algorithm(&self) -> Algorithm {
-        match self {
-            VerifyingKey::RS256(_) => Algorithm::RS256,
-            VerifyingKey::RS384(_) => Algorithm::RS384,
-            VerifyingKey::RS512(_) => Algorithm::RS512,
-            VerifyingKey::PS256(_) => Algorithm::PS256,
-            VerifyingKey::PS384(_) => Algorithm::PS384,
-            VerifyingKey::PS512(_) => Algorithm::PS512,
-            VerifyingKey::ES256(_) => Algorithm::ES256,
-            VerifyingKey::ES384(_) => Algorithm::ES384,
-            VerifyingKey::EdDSA(_) => Algorithm::EdDSA,
-        }
-    }
-
-    /// Verifies the token's signature with jwt-simple. Claims are checked by `verify.rs`
-    /// before this is called; jwt-simple's own time checks run with the same clock and skew.
-    pub fn verify(&self, token: &str, options: VerificationOptions) -> bool {
-        let o = Some(options);
-        match self {
-            VerifyingKey::RS256(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
-            VerifyingKey::RS384(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
-            VerifyingKey::RS512(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
-            VerifyingKey::PS256(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
-            VerifyingKey::PS384(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
-            VerifyingKey::PS512(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
-            VerifyingKey::ES256(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
-            VerifyingKey::ES384(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
-            VerifyingKey::EdDSA(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
+impl KeyMaterial {
+    /// Verifies `signature` (as decoded from the token) over `signing_input` under `alg`.
+    /// An algorithm that does not fit the material is false, never a guess.
+    pub fn verify(&self, alg: Algorithm, signing_input: &[u8], signature: &[u8]) -> bool {
+        match (self, alg) {
+            (KeyMaterial::Rsa(key), Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512) => {
+                key.verify_pkcs1v15(alg.digest(), signing_input, signature)
+            }
+            (KeyMaterial::Rsa(key), Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512) => {
+                key.verify_pss(alg.digest(), signing_input, signature)
+            }
+            #[cfg(feature = "ecdsa")]
+            (KeyMaterial::P256(key), Algorithm::ES256) => {
+                use p256::ecdsa::signature::Verifier;
+                p256::ecdsa::Signature::from_slice(signature)
+                    .is_ok_and(|sig| key.verify(signing_input, &sig).is_ok())
+            }
+            #[cfg(feature = "ecdsa")]
+            (KeyMaterial::P384(key), Algorithm::ES384) => {
+                use p384::ecdsa::signature::Verifier;
+                p384::ecdsa::Signature::from_slice(signature)
+                    .is_ok_and(|sig| key.verify(signing_input, &sig).is_ok())
+            }
+            #[cfg(feature = "eddsa")]
+            (KeyMaterial::Ed25519(key), Algorithm::EdDSA) => {
+                ed25519_compact::Signature::from_slice(signature)
+                    .is_ok_and(|sig| key.verify(signing_input, &sig).is_ok())
+            }
+            _ => false,
         }
     }
 }
@@ -125,16 +70,23 @@ pub struct Jwk {
     /// Identifies the key material: a refresh that keeps the `kid` but changes the key must
     /// invalidate what the old key verified.
     pub fingerprint: u64,
-    /// One verifier per algorithm the key may be used with (just the JWK's `alg` when set).
-    verifiers: Vec<VerifyingKey>,
+    /// The algorithms the key may be used with (just the JWK's `alg` when set).
+    algorithms: Vec<Algorithm>,
+    material: KeyMaterial,
     /// The key as a host crypto library imports it (RSA and EC keys), built once here.
     pub host_key: Option<HostKey>,
 }
 
 impl Jwk {
-    /// The verifier for `alg`, if this key may verify it.
-    pub fn verifier(&self, alg: Algorithm) -> Option<&VerifyingKey> {
-        self.verifiers.iter().find(|v| v.algorithm() == alg)
+    /// Whether this key may verify tokens of `alg`.
+    pub fn allows(&self, alg: Algorithm) -> bool {
+        self.algorithms.contains(&alg)
+    }
+
+    /// Verifies a signature with this key in the module; false for an algorithm the key does
+    /// not allow.
+    pub fn verify(&self, alg: Algorithm, signing_input: &[u8], signature: &[u8]) -> bool {
+        self.allows(alg) && self.material.verify(alg, signing_input, signature)
     }
 }
 
@@ -190,10 +142,6 @@ struct WireJwk {
     x: Option<String>,
     y: Option<String>,
 }
-
-/// Smallest RSA modulus accepted: NIST and Cognito use 2048 bits; shorter keys are forgeable.
-const MIN_RSA_BITS: usize = 2048;
-const MAX_RSA_BITS: usize = 8192;
 
 /// Parses and validates a JWKS body.
 pub fn parse_jwks(body: &[u8], max_bytes: usize) -> Result<ParsedJwks, String> {
@@ -264,69 +212,60 @@ fn parse_key(raw: serde_json::Value) -> Result<Jwk, String> {
             .decode(v.as_bytes())
             .map_err(|_| format!("kid {kid:?}: {name} is not base64url"))
     };
+    // The algorithms of the key's type that it may serve: the JWK's `alg` if set, and only
+    // those this build carries (a key for none of them is skipped, and logged as such).
     let allowed = |candidates: &[Algorithm]| -> Result<Vec<Algorithm>, String> {
-        match alg {
-            None => Ok(candidates.to_vec()),
-            Some(a) if candidates.contains(&a) => Ok(vec![a]),
-            Some(a) => Err(format!(
-                "kid {kid:?}: alg {} does not fit kty {kty}",
-                a.as_str()
-            )),
+        let algorithms = match alg {
+            None => candidates.to_vec(),
+            Some(a) if candidates.contains(&a) => vec![a],
+            Some(a) => {
+                return Err(format!(
+                    "kid {kid:?}: alg {} does not fit kty {kty}",
+                    a.as_str()
+                ))
+            }
+        };
+        let built_in: Vec<Algorithm> = algorithms
+            .iter()
+            .copied()
+            .filter(|a| a.is_built_in())
+            .collect();
+        if built_in.is_empty() {
+            let names: Vec<&str> = algorithms.iter().map(|a| a.as_str()).collect();
+            return Err(format!(
+                "kid {kid:?}: {} is not built into this module (it verifies {})",
+                names.join("/"),
+                Algorithm::built_in_names()
+            ));
         }
+        Ok(built_in)
     };
     let mut hasher = DefaultHasher::new();
     kty.hash(&mut hasher);
-    let bad = |_| format!("kid {kid:?}: invalid key material");
-    let mut host_key = None;
-    let verifiers = match kty.as_str() {
+    let (algorithms, material, host_key) = match kty.as_str() {
         "RSA" => {
             let n = b64(wire.n, "n")?;
             let e = b64(wire.e, "e")?;
-            let bits = n.iter().skip_while(|b| **b == 0).count() * 8;
-            if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
-                return Err(format!(
-                    "kid {kid:?}: RSA modulus of {bits} bits (accepted: {MIN_RSA_BITS} to {MAX_RSA_BITS})"
-                ));
-            }
+            let algorithms = allowed(&Algorithm::RSA)?;
+            let key = RsaPublicKey::new(&n, &e).map_err(|why| format!("kid {kid:?}: {why}"))?;
             n.hash(&mut hasher);
             e.hash(&mut hasher);
-            host_key = Some(rsa_host_key(&n, &e));
-            allowed(&Algorithm::RSA)?
-                .into_iter()
-                .map(|a| {
-                    Ok(match a {
-                        Algorithm::RS256 => VerifyingKey::RS256(
-                            RS256PublicKey::from_components(&n, &e).map_err(bad)?,
-                        ),
-                        Algorithm::RS384 => VerifyingKey::RS384(
-                            RS384PublicKey::from_components(&n, &e).map_err(bad)?,
-                        ),
-                        Algorithm::RS512 => VerifyingKey::RS512(
-                            RS512PublicKey::from_components(&n, &e).map_err(bad)?,
-                        ),
-                        Algorithm::PS256 => VerifyingKey::PS256(
-                            PS256PublicKey::from_components(&n, &e).map_err(bad)?,
-                        ),
-                        Algorithm::PS384 => VerifyingKey::PS384(
-                            PS384PublicKey::from_components(&n, &e).map_err(bad)?,
-                        ),
-                        _ => VerifyingKey::PS512(
-                            PS512PublicKey::from_components(&n, &e).map_err(bad)?,
-                        ),
-                    })
-                })
-                .collect::<Result<Vec<_>, String>>()?
+            (
+                algorithms,
+                KeyMaterial::Rsa(key),
+                Some(rsa_host_key(&n, &e)),
+            )
         }
         "EC" => {
             let crv = wire.crv.unwrap_or_default();
-            let x = b64(wire.x, "x")?;
-            let y = b64(wire.y, "y")?;
             let (algorithm, size, kind) = match crv.as_str() {
                 "P-256" => (Algorithm::ES256, 32, HostKeyKind::EcP256),
                 "P-384" => (Algorithm::ES384, 48, HostKeyKind::EcP384),
                 other => return Err(format!("kid {kid:?}: curve {other:?} is not supported")),
             };
-            allowed(&[algorithm])?;
+            let algorithms = allowed(&[algorithm])?;
+            let x = b64(wire.x, "x")?;
+            let y = b64(wire.y, "y")?;
             if x.len() != size || y.len() != size {
                 return Err(format!("kid {kid:?}: coordinates are not {size} bytes"));
             }
@@ -335,25 +274,21 @@ fn parse_key(raw: serde_json::Value) -> Result<Jwk, String> {
             sec1.extend_from_slice(&x);
             sec1.extend_from_slice(&y);
             sec1.hash(&mut hasher);
-            host_key = ec_host_key(kind, &sec1);
-            vec![match algorithm {
-                Algorithm::ES256 => {
-                    VerifyingKey::ES256(ES256PublicKey::from_bytes(&sec1).map_err(bad)?)
-                }
-                _ => VerifyingKey::ES384(ES384PublicKey::from_bytes(&sec1).map_err(bad)?),
-            }]
+            let material = ec_material(kind, &sec1)
+                .ok_or_else(|| format!("kid {kid:?}: invalid key material"))?;
+            (algorithms, material, ec_host_key(kind, &sec1))
         }
         "OKP" => {
             let crv = wire.crv.unwrap_or_default();
             if crv != "Ed25519" {
                 return Err(format!("kid {kid:?}: curve {crv:?} is not supported"));
             }
-            allowed(&[Algorithm::EdDSA])?;
+            let algorithms = allowed(&[Algorithm::EdDSA])?;
             let x = b64(wire.x, "x")?;
             x.hash(&mut hasher);
-            vec![VerifyingKey::EdDSA(
-                Ed25519PublicKey::from_bytes(&x).map_err(bad)?,
-            )]
+            let material =
+                ed25519_material(&x).ok_or_else(|| format!("kid {kid:?}: invalid key material"))?;
+            (algorithms, material, None)
         }
         other => {
             // "oct" (symmetric) keys are refused on purpose: a JWKS is public.
@@ -363,14 +298,48 @@ fn parse_key(raw: serde_json::Value) -> Result<Jwk, String> {
     Ok(Jwk {
         kid,
         fingerprint: hasher.finish(),
-        verifiers,
+        algorithms,
+        material,
         host_key,
     })
+}
+
+/// The point must be on the curve (checked by the curve crate, as jwt-simple does).
+#[cfg(feature = "ecdsa")]
+fn ec_material(kind: HostKeyKind, sec1: &[u8]) -> Option<KeyMaterial> {
+    match kind {
+        HostKeyKind::EcP256 => p256::ecdsa::VerifyingKey::from_sec1_bytes(sec1)
+            .ok()
+            .map(KeyMaterial::P256),
+        HostKeyKind::EcP384 => p384::ecdsa::VerifyingKey::from_sec1_bytes(sec1)
+            .ok()
+            .map(KeyMaterial::P384),
+        HostKeyKind::Rsa => None,
+    }
+}
+
+#[cfg(not(feature = "ecdsa"))]
+fn ec_material(_kind: HostKeyKind, _sec1: &[u8]) -> Option<KeyMaterial> {
+    None // unreachable: `allowed` refused the key first
+}
+
+/// A valid Ed25519 point (small-order points refused, as jwt-simple does).
+#[cfg(feature = "eddsa")]
+fn ed25519_material(x: &[u8]) -> Option<KeyMaterial> {
+    let key = ed25519_compact::PublicKey::from_slice(x).ok()?;
+    key.validate().ok()?;
+    Some(KeyMaterial::Ed25519(key))
+}
+
+#[cfg(not(feature = "eddsa"))]
+fn ed25519_material(_x: &[u8]) -> Option<KeyMaterial> {
+    None // unreachable: `allowed` refused the key first
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use jwt_simple::prelude::*;
 
     /// A JWKS entry for an RSA key pair, as Cognito publishes it.
     pub(crate) fn rsa_jwk(key: &RS256KeyPair, kid: &str, alg: Option<&str>) -> serde_json::Value {
@@ -394,8 +363,8 @@ pub(crate) mod tests {
         let key = RS256KeyPair::generate(2048).unwrap();
         let parsed = parse_jwks(&body(vec![rsa_jwk(&key, "k1", Some("RS256"))]), 65536).unwrap();
         let jwk = parsed.keys.get("k1").unwrap();
-        assert!(jwk.verifier(Algorithm::RS256).is_some());
-        assert!(jwk.verifier(Algorithm::PS256).is_none());
+        assert!(jwk.allows(Algorithm::RS256));
+        assert!(!jwk.allows(Algorithm::PS256));
         assert!(parsed.skipped.is_empty());
     }
 
@@ -405,9 +374,9 @@ pub(crate) mod tests {
         let parsed = parse_jwks(&body(vec![rsa_jwk(&key, "k1", None)]), 65536).unwrap();
         let jwk = parsed.keys.get("k1").unwrap();
         for a in Algorithm::RSA {
-            assert!(jwk.verifier(a).is_some(), "{a:?}");
+            assert!(jwk.allows(a), "{a:?}");
         }
-        assert!(jwk.verifier(Algorithm::ES256).is_none());
+        assert!(!jwk.allows(Algorithm::ES256));
     }
 
     #[test]
@@ -479,33 +448,161 @@ pub(crate) mod tests {
         assert_ne!(f(&fa), f(&fb));
     }
 
-    #[test]
-    fn ec_and_okp_keys_are_parsed() {
-        let es = ES256KeyPair::generate();
-        let raw = es.public_key().public_key().to_bytes_uncompressed();
-        let (x, y) = raw[1..].split_at(32);
+    /// A JWKS with one key of each curve, tokens signed by jwt-simple with each, and
+    /// jwt-simple's own verification of them.
+    struct CurveKeys {
+        jwks: Vec<u8>,
+        /// (kid, alg, token, jwt-simple verifies it)
+        tokens: Vec<(&'static str, Algorithm, String, bool)>,
+    }
+
+    fn curve_keys() -> CurveKeys {
+        let es256 = ES256KeyPair::generate();
+        let es384 = ES384KeyPair::generate();
         let ed = Ed25519KeyPair::generate();
-        let parsed = parse_jwks(
-            &body(vec![
-                serde_json::json!({"kty":"EC","kid":"ec","crv":"P-256",
-                    "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y)}),
-                serde_json::json!({"kty":"OKP","kid":"ed","crv":"Ed25519",
-                    "x": URL_SAFE_NO_PAD.encode(ed.public_key().to_bytes())}),
-            ]),
-            65536,
-        )
-        .unwrap();
-        assert!(parsed
-            .keys
-            .get("ec")
-            .unwrap()
-            .verifier(Algorithm::ES256)
-            .is_some());
-        assert!(parsed
-            .keys
-            .get("ed")
-            .unwrap()
-            .verifier(Algorithm::EdDSA)
-            .is_some());
+        let p256 = es256.public_key().public_key().to_bytes_uncompressed();
+        let p384 = es384.public_key().public_key().to_bytes_uncompressed();
+        let (x256, y256) = p256[1..].split_at(32);
+        let (x384, y384) = p384[1..].split_at(48);
+        let jwks = body(vec![
+            serde_json::json!({"kty":"EC","kid":"p256","crv":"P-256",
+                "x": URL_SAFE_NO_PAD.encode(x256), "y": URL_SAFE_NO_PAD.encode(y256)}),
+            serde_json::json!({"kty":"EC","kid":"p384","crv":"P-384","alg":"ES384",
+                "x": URL_SAFE_NO_PAD.encode(x384), "y": URL_SAFE_NO_PAD.encode(y384)}),
+            serde_json::json!({"kty":"OKP","kid":"ed","crv":"Ed25519",
+                "x": URL_SAFE_NO_PAD.encode(ed.public_key().to_bytes())}),
+        ]);
+        let mut tokens = Vec::new();
+        let o = || Some(VerificationOptions::default());
+        for i in 0..3 {
+            let claims = Claims::create(Duration::from_hours(1)).with_subject(format!("u{i}"));
+            let t = es256.sign(claims.clone()).unwrap();
+            let tampered = tamper(&t, i);
+            for t in [t, tampered] {
+                let ok = es256
+                    .public_key()
+                    .verify_token::<NoCustomClaims>(&t, o())
+                    .is_ok();
+                tokens.push(("p256", Algorithm::ES256, t, ok));
+            }
+            let t = es384.sign(claims.clone()).unwrap();
+            let tampered = tamper(&t, i);
+            for t in [t, tampered] {
+                let ok = es384
+                    .public_key()
+                    .verify_token::<NoCustomClaims>(&t, o())
+                    .is_ok();
+                tokens.push(("p384", Algorithm::ES384, t, ok));
+            }
+            let t = ed.sign(claims).unwrap();
+            let tampered = tamper(&t, i);
+            for t in [t, tampered] {
+                let ok = ed
+                    .public_key()
+                    .verify_token::<NoCustomClaims>(&t, o())
+                    .is_ok();
+                tokens.push(("ed", Algorithm::EdDSA, t, ok));
+            }
+        }
+        CurveKeys { jwks, tokens }
+    }
+
+    /// One signature bit flipped (at a place that depends on `i`).
+    fn tamper(token: &str, i: usize) -> String {
+        let (input, sig) = token.rsplit_once('.').unwrap();
+        let mut raw = URL_SAFE_NO_PAD.decode(sig).unwrap();
+        let pos = [0, raw.len() / 2, raw.len() - 1][i % 3];
+        raw[pos] ^= 0x10;
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(raw))
+    }
+
+    fn verify_in_module(keys: &KeySet, kid: &str, alg: Algorithm, token: &str) -> bool {
+        let (input, sig) = token.rsplit_once('.').unwrap();
+        let sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
+        keys.get(kid).unwrap().verify(alg, input.as_bytes(), &sig)
+    }
+
+    #[test]
+    fn curve_keys_follow_the_built_in_algorithms() {
+        let c = curve_keys();
+        let parsed = parse_jwks(&c.jwks, 65536);
+        let built: Vec<&str> = ["p256", "p384", "ed"]
+            .into_iter()
+            .filter(|kid| match *kid {
+                "ed" => cfg!(feature = "eddsa"),
+                _ => cfg!(feature = "ecdsa"),
+            })
+            .collect();
+        if built.is_empty() {
+            // Not built in: every key skipped (with why), so the set has no usable key.
+            let err = parsed.unwrap_err();
+            assert!(err.contains("ES256 is not built into this module"), "{err}");
+            assert!(err.contains("ES384 is not built into this module"), "{err}");
+            assert!(err.contains("EdDSA is not built into this module"), "{err}");
+            return;
+        }
+        let parsed = parsed.unwrap();
+        let mut kids = built.clone();
+        kids.sort_unstable();
+        assert_eq!(parsed.keys.kids(), kids);
+        assert_eq!(
+            parsed.skipped.len(),
+            3 - built.len(),
+            "{:?}",
+            parsed.skipped
+        );
+        for (kid, alg, token, reference) in &c.tokens {
+            if built.contains(kid) {
+                // The module's verifier answers as jwt-simple, the reference, does.
+                assert_eq!(
+                    verify_in_module(&parsed.keys, kid, *alg, token),
+                    *reference,
+                    "{alg:?} {token}"
+                );
+                // The key serves its own algorithm only.
+                assert!(!parsed.keys.get(kid).unwrap().allows(Algorithm::RS256));
+            }
+        }
+        assert!(c.tokens.iter().any(|t| t.3) && c.tokens.iter().any(|t| !t.3));
+    }
+
+    #[test]
+    fn rsa_keys_verify_as_jwt_simple_does() {
+        let key = RS256KeyPair::generate(2048).unwrap();
+        let parsed = parse_jwks(&body(vec![rsa_jwk(&key, "k", None)]), 65536).unwrap();
+        let claims = Claims::create(Duration::from_hours(1));
+        let token = key.sign(claims).unwrap();
+        assert!(verify_in_module(
+            &parsed.keys,
+            "k",
+            Algorithm::RS256,
+            &token
+        ));
+        assert!(!verify_in_module(
+            &parsed.keys,
+            "k",
+            Algorithm::RS384,
+            &token
+        ));
+        assert!(!verify_in_module(
+            &parsed.keys,
+            "k",
+            Algorithm::PS256,
+            &token
+        ));
+        assert!(!verify_in_module(
+            &parsed.keys,
+            "k",
+            Algorithm::RS256,
+            &tamper(&token, 1)
+        ));
+        // A key restricted to RS256 does not verify another algorithm, even a valid one.
+        let parsed = parse_jwks(&body(vec![rsa_jwk(&key, "k", Some("RS512"))]), 65536).unwrap();
+        assert!(!verify_in_module(
+            &parsed.keys,
+            "k",
+            Algorithm::RS256,
+            &token
+        ));
     }
 }

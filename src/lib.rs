@@ -23,6 +23,7 @@
     )
 )]
 
+pub mod algorithm;
 pub mod authorize;
 pub mod cache;
 pub mod cognito;
@@ -38,6 +39,7 @@ pub mod metrics;
 pub mod path;
 pub mod request;
 pub mod revocation;
+pub mod rsa;
 pub mod rules;
 pub mod shared_keys;
 pub mod signature;

@@ -1,5 +1,6 @@
-//! Signature verification backends. jwt-simple (pure Rust, compiled into the module) is the
-//! reference and verifies every algorithm; a host may offer a faster one. Envoy registers the
+//! Signature verification backends. The module verifies every algorithm it carries itself
+//! (`jwks::KeyMaterial`: RSA by `rsa`, the optional curves by RustCrypto / ed25519-compact);
+//! a host may offer a faster one. Envoy registers the
 //! foreign function `verify_signature` (BoringSSL `EVP_DigestVerify`), about 50 times faster
 //! than RSA emulated in wasm32, which can check RSA PKCS#1 v1.5 (RS256/384/512) and ECDSA
 //! (ES256/384, with the JOSE `r‖s` signature converted to DER).
@@ -9,7 +10,7 @@
 //! (`VerifySignatureArguments{hash_function=1, public_key=2, signature=3, text=4}`,
 //! `VerifySignatureResult{result=1, error=2}`). The glue performs the call.
 
-use crate::jwks::Algorithm;
+use crate::algorithm::Algorithm;
 
 /// A public key in the form a host crypto library imports: DER SubjectPublicKeyInfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,14 +37,14 @@ pub struct HostCheck<'a> {
     pub text: &'a [u8],
 }
 
-/// A signature backend other than jwt-simple.
+/// A signature backend other than the module's own (a host's crypto).
 pub trait SignatureBackend {
-    /// `Some(valid)`, or `None` when it cannot decide (not offered, failed): then jwt-simple
-    /// decides. It must never answer `Some(true)` for a signature it did not check.
+    /// `Some(valid)`, or `None` when it cannot decide (not offered, failed): then the
+    /// module's own verifier decides. It must never answer `Some(true)` for a signature it did not check.
     fn verify(&self, check: &HostCheck<'_>) -> Option<bool>;
 }
 
-/// No host crypto: jwt-simple verifies everything.
+/// No host crypto: the module verifies everything.
 pub struct NoHostCrypto;
 
 impl SignatureBackend for NoHostCrypto {

@@ -7,27 +7,28 @@
 //!    after the signature, so that "The incoming token has expired" is only ever said of a
 //!    token the pool really issued (a forged expired token is just invalid).
 //!
-//! jwt-simple's own defaults do not fit Cognito (15-minute tolerance, `exp` optional), so every
-//! claim rule is checked here, explicitly, with `now` and the skew given by the caller.
+//! Every claim rule is checked here, explicitly, with `now` and the skew given by the caller
+//! (jwt-simple's defaults, the reference implementation the tests compare with, do not fit
+//! Cognito: 15-minute tolerance, `exp` optional); the header rules are jwt-simple's.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jwt_simple::prelude::{Duration, UnixTimeStamp, VerificationOptions};
-use jwt_simple::token::Token;
 use serde::de::{Deserializer, Error as _, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::algorithm::Algorithm;
 use crate::cognito::{client_candidates, TokenUse};
 use crate::config::{Config, Pool};
 use crate::error::AuthError;
-use crate::jwks::{Algorithm, KeySet};
+use crate::jwks::KeySet;
 use crate::rules::TokenFacts;
 use crate::signature::{
     ecdsa_signature_to_der, host_hash, HostCheck, HostKeyKind, SignatureBackend,
 };
 
-/// Latest accepted time claim (2106-02-07): later values overflow jwt-simple's clock type.
+/// Latest accepted time claim (2106-02-07): later values overflow jwt-simple's clock type
+/// (kept so that both backends, and jwt-simple in the tests, agree).
 const MAX_TIMESTAMP: u64 = u32::MAX as u64;
 
 /// A token that passed every check that needs no key. Not trusted until
@@ -135,15 +136,18 @@ pub fn inspect<'t>(token: &'t str, config: &Config) -> Result<UnverifiedToken<'t
     }
     let header = decode_object(header_b64)?;
     let payload = decode_object(payload_b64)?;
-    // Signature must at least be base64url; its bytes are checked by jwt-simple.
+    // Signature must at least be base64url; its bytes are checked by the verifier.
     if !signature_b64.bytes().all(is_base64url) {
         return Err(AuthError::Malformed.into());
     }
 
+    // An algorithm this build does not carry is refused here, before any key lookup: its
+    // keys were skipped at load, and an unknown `kid` must not trigger a refetch.
     let alg = header
         .get("alg")
         .and_then(Value::as_str)
         .and_then(Algorithm::parse)
+        .filter(|a| a.is_built_in())
         .ok_or(AuthError::AlgorithmNotAllowed)?;
     // `crit` names extensions we do not implement; RFC 7515 says such a token must be refused.
     // `b64: false` (RFC 7797) changes what is signed; it is only legal with `crit`.
@@ -191,18 +195,41 @@ pub fn inspect<'t>(token: &'t str, config: &Config) -> Result<UnverifiedToken<'t
     })
 }
 
-/// jwt-simple's header rules: its typed header parses, `typ` (when present) is `JWT` or ends
-/// in `+JWT`, and there is no `salt` (it is for HMAC-derived keys only).
+/// Longest encoded header jwt-simple reads (its `MAX_HEADER_LENGTH`).
+const MAX_HEADER_B64: usize = 8192;
+
+/// jwt-simple's header rules: the registered JOSE members it reads have their types (strings;
+/// `crit` and `x5c` lists of strings; `null` as absent), the encoded header is at most 8 KiB,
+/// `typ` (when present) is `JWT` or ends in `+JWT`, and there is no `salt` (it is for
+/// HMAC-derived keys only).
 fn jwt_header_acceptable(token: &str, header: &Map<String, Value>) -> bool {
+    const STRINGS: [&str; 9] = [
+        "cty", "kid", "typ", "jku", "jwk", "x5u", "x5t", "x5t#S256", "salt",
+    ];
+    const STRING_LISTS: [&str; 2] = ["crit", "x5c"];
+    let short = token
+        .split('.')
+        .next()
+        .is_some_and(|h| h.len() <= MAX_HEADER_B64);
+    let typed = STRINGS
+        .iter()
+        .all(|m| matches!(header.get(*m), None | Some(Value::Null | Value::String(_))))
+        && STRING_LISTS.iter().all(|m| match header.get(*m) {
+            None | Some(Value::Null) => true,
+            Some(Value::Array(items)) => items.iter().all(Value::is_string),
+            Some(_) => false,
+        });
     let typ_ok = match header.get("typ") {
-        None => true,
+        None | Some(Value::Null) => true,
         Some(Value::String(t)) => {
+            // ASCII case folding: no other letter upper-cases to J, W or T (and no Unicode
+            // case tables in the module).
             let t = t.to_ascii_uppercase();
             t == "JWT" || t.ends_with("+JWT")
         }
         Some(_) => false,
     };
-    typ_ok && !header.contains_key("salt") && Token::decode_metadata(token).is_ok()
+    short && typed && typ_ok && !header.contains_key("salt")
 }
 
 /// What [`pool_claims`] extracts.
@@ -252,7 +279,7 @@ fn pool_claims(payload: &Map<String, Value>, pool: &Pool) -> Result<PoolClaims, 
 }
 
 /// Step 2: the key named by `kid` in the pool's key set, then the signature — by the host
-/// `backend` when it can check this algorithm, else by jwt-simple.
+/// `backend` when it can check this algorithm, else by the module's own verifier.
 pub fn verify_signature(
     unverified: UnverifiedToken<'_>,
     keys: &KeySet,
@@ -262,39 +289,37 @@ pub fn verify_signature(
 ) -> Result<VerifiedToken, AuthError> {
     let jwk = keys.get(&unverified.kid).ok_or(AuthError::UnknownKeyId)?;
     // The JWK decides which algorithms its key serves: a token cannot pick another one.
-    let verifier = jwk
-        .verifier(unverified.alg)
-        .ok_or(AuthError::KeyAlgorithmMismatch)?;
-    let options = VerificationOptions {
-        // jwt-simple checks times after the signature, and any of its errors reads as a bad
-        // signature; times are checked below, with our skew. So its clock is set to the
-        // token's own `exp` with no tolerance, and its `iat`/`nbf` checks are off
-        // (`accept_future`): an authentic token always passes them.
-        artificial_time: Some(UnixTimeStamp::from_secs(unverified.exp)),
-        time_tolerance: Some(Duration::from_secs(0)),
-        max_token_length: Some(config.max_token_bytes),
-        max_header_length: Some(config.max_token_bytes),
-        accept_future: true,
-        ..VerificationOptions::default()
-    };
+    if !jwk.allows(unverified.alg) {
+        return Err(AuthError::KeyAlgorithmMismatch);
+    }
+    let (signing_input, signature_b64) = unverified
+        .token
+        .rsplit_once('.')
+        .ok_or(AuthError::Malformed)?;
+    // Canonical base64url only (no padding, no stray trailing bits), like the other parts.
+    let raw = URL_SAFE_NO_PAD
+        .decode(signature_b64)
+        .map_err(|_| AuthError::BadSignature)?;
     let host_answer = jwk.host_key.as_ref().and_then(|key| {
         let hash = host_hash(unverified.alg, key)?;
-        let (signing_input, signature_b64) = unverified.token.rsplit_once('.')?;
-        let raw = URL_SAFE_NO_PAD.decode(signature_b64).ok()?;
+        let der;
         let signature = match key.kind {
-            HostKeyKind::Rsa => raw,
-            ec => ecdsa_signature_to_der(&raw, ec)?,
+            HostKeyKind::Rsa => raw.as_slice(),
+            ec => {
+                der = ecdsa_signature_to_der(&raw, ec)?;
+                der.as_slice()
+            }
         };
         backend.verify(&HostCheck {
             hash,
             key,
-            signature: &signature,
+            signature,
             text: signing_input.as_bytes(),
         })
     });
     let valid = match host_answer {
         Some(valid) => valid,
-        None => verifier.verify(unverified.token, options),
+        None => jwk.verify(unverified.alg, signing_input.as_bytes(), &raw),
     };
     if !valid {
         return Err(AuthError::BadSignature);
@@ -786,6 +811,46 @@ mod tests {
             &id_payload(),
         );
         assert!(check(&t).is_ok());
+    }
+
+    #[test]
+    fn header_rules_agree_with_jwt_simple() {
+        let reference = RS256PublicKey::from_components(
+            &key().public_key().to_components().n,
+            &key().public_key().to_components().e,
+        )
+        .unwrap();
+        let long_cty = "x".repeat(6200);
+        for header in [
+            json!({"kid": "kid-1", "alg": "RS256"}),
+            json!({"kid": "kid-1", "alg": "RS256", "typ": "JWT"}),
+            json!({"kid": "kid-1", "alg": "RS256", "typ": "jwt"}),
+            json!({"kid": "kid-1", "alg": "RS256", "typ": "at+jwt"}),
+            json!({"kid": "kid-1", "alg": "RS256", "typ": null}),
+            json!({"kid": "kid-1", "alg": "RS256", "typ": "JOSE"}),
+            json!({"kid": "kid-1", "alg": "RS256", "typ": ["JWT"]}),
+            json!({"kid": "kid-1", "alg": "RS256", "cty": "JWT"}),
+            json!({"kid": "kid-1", "alg": "RS256", "cty": 5}),
+            json!({"kid": "kid-1", "alg": "RS256", "x5t": "abc", "x5t#S256": "def"}),
+            json!({"kid": "kid-1", "alg": "RS256", "x5t#S256": false}),
+            json!({"kid": "kid-1", "alg": "RS256", "x5c": ["a", "b"]}),
+            json!({"kid": "kid-1", "alg": "RS256", "x5c": "a"}),
+            json!({"kid": "kid-1", "alg": "RS256", "x5u": {}}),
+            json!({"kid": "kid-1", "alg": "RS256", "other": {"any": 1}}),
+            json!({"kid": "kid-1", "alg": "RS256", "cty": long_cty}),
+        ] {
+            let t = sign(&header, &id_payload());
+            let theirs = reference
+                .verify_token::<NoCustomClaims>(
+                    &t,
+                    Some(VerificationOptions {
+                        artificial_time: Some(UnixTimeStamp::from_secs(NOW)),
+                        ..Default::default()
+                    }),
+                )
+                .is_ok();
+            assert_eq!(check(&t).is_ok(), theirs, "{:.80}", header.to_string());
+        }
     }
 
     #[test]

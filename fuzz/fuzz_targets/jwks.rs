@@ -26,18 +26,6 @@ use serde_json::Value;
 const MAX: usize = 65536;
 const NOW: u64 = 1_800_000_000;
 
-const ALGS: [Algorithm; 9] = [
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-];
-
 struct Fixture {
     config: Config,
     /// The valid seed tokens of the `token` target, inspected once.
@@ -113,7 +101,7 @@ fuzz_target!(|data: &[u8]| {
         let jwk = keys.get(kid).expect("listed kid is findable");
         assert_eq!(jwk.kid, kid);
         assert!(
-            ALGS.iter().any(|a| jwk.verifier(*a).is_some()),
+            Algorithm::ALL.iter().any(|a| jwk.allows(*a)),
             "key {kid:?} serves no algorithm"
         );
     }

@@ -17,6 +17,7 @@ use super::host::{self, now_ms, request_headers, HostCrypto, Metrics};
 use super::http;
 use super::shared::{HostSharedData, SharedRevocations};
 use super::{SharedState, Vm};
+use crate::algorithm::Algorithm;
 use crate::authorize::Attempt;
 use crate::config::{Config, SignatureBackendChoice};
 use crate::key_fetch::{CalloutAnswer, FetchResult};
@@ -445,6 +446,7 @@ impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         // Debug lines are only formatted when the host would print them.
         proxy_wasm::set_log_level(hostcalls::get_log_level().unwrap_or(LogLevel::Info));
+        let started_ms = now_ms();
         let raw = self.get_plugin_configuration().unwrap_or_default();
         let (config, warnings) = match Config::parse(&raw) {
             Ok(parsed) => parsed,
@@ -480,22 +482,26 @@ impl RootContext for Root {
                 .collect::<Vec<_>>()
                 .join("; ")
         );
+        let parsed_ms = now_ms();
         let host_crypto = match config.signature_backend {
             SignatureBackendChoice::Auto => HostCrypto::detect(),
             SignatureBackendChoice::Wasm => HostCrypto::default(),
         };
+        debug!(
+            "cold start: configuration parsed in {} ms, signature backend self-test {} ms",
+            parsed_ms.saturating_sub(started_ms),
+            now_ms().saturating_sub(parsed_ms)
+        );
+        let by = |host: bool| if host { "host crypto" } else { "the module" };
         info!(
-            "signatures: RSA by {}, ECDSA by {}, others by jwt-simple",
-            if host_crypto.rsa {
-                "host crypto"
+            "signatures: RSA by {}, ECDSA {}, others by the module (built in: {})",
+            by(host_crypto.rsa),
+            if Algorithm::ES256.is_built_in() {
+                format!("by {}", by(host_crypto.ec))
             } else {
-                "jwt-simple"
+                "not built in".to_string()
             },
-            if host_crypto.ec {
-                "host crypto"
-            } else {
-                "jwt-simple"
-            }
+            Algorithm::built_in_names()
         );
         let metrics = Metrics::define(&config);
         // Tells this VM's fetch leases from other VMs'.

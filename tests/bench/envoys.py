@@ -299,6 +299,9 @@ class Envoy:
     port: int = 0
     log_path: Path = field(init=False)
     admin_file: Path = field(init=False)
+    # The Wasm filters' own start-up lines (e.g. which signature backend it chose).
+    log_level: str = "warning"
+    component_log_level: str = "wasm:info"
 
     def __post_init__(self):
         self.log_path = self.workdir / f"envoy-{self.cfg.key}-{self.base_id}.log"
@@ -313,9 +316,8 @@ class Envoy:
             "--disable-hot-restart",
             "--base-id", str(self.base_id),
             "--admin-address-path", str(self.admin_file),
-            "--log-level", "warning",
-            # The Wasm filters' own start-up lines (e.g. which signature backend it chose).
-            "--component-log-level", "wasm:info",
+            "--log-level", self.log_level,
+            "--component-log-level", self.component_log_level,
             "--log-path", str(self.log_path),
         ]  # fmt: skip
         self.started_at = time.monotonic()

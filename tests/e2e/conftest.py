@@ -70,6 +70,19 @@ def wasm_path() -> str:
     return os.path.abspath(path)
 
 
+@pytest.fixture(scope="session")
+def all_algorithms_wasm_path() -> str:
+    """The module built with every algorithm (cargo feature `all-algorithms`, `make
+    build-all-algorithms`): test modules that exercise ES256/ES384/EdDSA override their
+    `wasm_path` with it."""
+    path = os.environ.get("WASM_ALL_ALGORITHMS") or str(
+        REPO / "target" / "all-algorithms" / "wasm32-wasip1" / "release" / "cognito_authorizer.wasm"
+    )
+    if not os.path.isfile(path):
+        pytest.fail(f"no all-algorithms build at {path} (set WASM_ALL_ALGORITHMS, or run `make build-all-algorithms`)")
+    return os.path.abspath(path)
+
+
 # --- session-wide services ---------------------------------------------------------------
 
 

@@ -48,6 +48,14 @@ from support.jwks_server import JwksServer
 from support.servers import BackgroundServer, QuietHandler
 from support.scenarios import bearer
 
+
+@pytest.fixture(scope="module")
+def wasm_path(all_algorithms_wasm_path):
+    """Every algorithm is exercised here: the all-algorithms build (the default build carries
+    RSA only; test_algorithm_features.py tests what it does with the others)."""
+    return all_algorithms_wasm_path
+
+
 ATTACKER_CLUSTER = "attacker"
 KID_FOR_ALG = {
     "RS256": "adv-rsa",

@@ -2,9 +2,9 @@
 
 Two Envoys run the same filter configuration but for `signature_backend`: `auto` (RSA PKCS#1
 and ECDSA checked by Envoy's BoringSSL through the `verify_signature` foreign function, after
-its start-up self-test) and `wasm` (jwt-simple inside the module for everything). Every
-algorithm the filter supports gets a valid token and tampered ones, under a JWK that names
-the algorithm and under one that does not; both Envoys must give each token the same
+its start-up self-test) and `wasm` (the module's own verifiers for everything). They run the
+all-algorithms build, so that every algorithm the filter supports gets a valid token and
+tampered ones, under a JWK that names the algorithm and under one that does not; both Envoys must give each token the same
 status: 200 for the valid ones, 401 for every tampered one. A difference would mean one
 path accepts what the other refuses: a security bug in one of them.
 
@@ -30,6 +30,14 @@ from support.authorizer_config import (
 )
 from support.jwks_server import JwksServer
 from support.polling import wait_until
+
+
+@pytest.fixture(scope="module")
+def wasm_path(all_algorithms_wasm_path):
+    """Every algorithm is exercised here: the all-algorithms build (the default build carries
+    RSA only; test_algorithm_features.py tests what it does with the others)."""
+    return all_algorithms_wasm_path
+
 
 ED25519_L = 2**252 + 27742317777372353535851937790883648493
 FAMILY = {**{a: "RSA" for a in mu.RSA_ALGS}, "ES256": "P-256", "ES384": "P-384", "EdDSA": "Ed25519"}
@@ -77,14 +85,17 @@ def backends(module_envoys, keys):
         server.stop()
 
 
-def test_auto_backend_uses_host_crypto_and_wasm_backend_uses_jwt_simple(backends):
+ALL_BUILT_IN = "(built in: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA)"
+
+
+def test_auto_backend_uses_host_crypto_and_wasm_backend_uses_the_module(backends):
     # Envoy writes its log in the background: wait for the configuration line of each VM.
     for envoy in backends.values():
         wait_until(lambda: "signatures: " in envoy.log_text(), 10, f"{envoy.name}'s log")
     auto, wasm = backends["auto"].log_text(), backends["wasm"].log_text()
 
-    assert "signatures: RSA by host crypto, ECDSA by host crypto, others by jwt-simple" in auto
-    assert "signatures: RSA by jwt-simple, ECDSA by jwt-simple, others by jwt-simple" in wasm
+    assert f"signatures: RSA by host crypto, ECDSA by host crypto, others by the module {ALL_BUILT_IN}" in auto
+    assert f"signatures: RSA by the module, ECDSA by the module, others by the module {ALL_BUILT_IN}" in wasm
     assert "host crypto" not in wasm
 
 
@@ -197,7 +208,7 @@ def test_high_s_twin_of_a_valid_ecdsa_signature_gets_the_same_answer_from_both_b
 # or contents that jwt-simple's own header parsing refuses (its JWTHeader types `typ`, `cty`,
 # `jku`, `jwk`, `x5u`, `x5t`, `x5t#S256`, `salt` as strings, `x5c` as a list of strings, and
 # it requires `typ` to be "JWT" or end in "+JWT"). Each token is otherwise valid and signed by
-# the real key. The host path never runs jwt-simple's header parser; the wasm path does.
+# the real key. The filter applies the same header rules whichever path checks the signature.
 HEADER_VARIANTS = {
     "typ-JOSE": {"typ": "JOSE"},
     "typ-JWS": {"typ": "JWS"},
@@ -214,7 +225,7 @@ HEADER_VARIANTS = {
     "salt-not-base64url": {"salt": "!!"},
     "salt-number": {"salt": 1},
 }
-HEADER_ALGS = ("RS256", "ES256", "PS256", "EdDSA")  # host-capable first, then jwt-simple only
+HEADER_ALGS = ("RS256", "ES256", "PS256", "EdDSA")  # host-capable first, then module only
 
 
 @pytest.mark.parametrize("variant", list(HEADER_VARIANTS))
