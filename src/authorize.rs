@@ -738,6 +738,19 @@ mod tests {
             self.decide(path, &[("authorization", &bearer)], Attempt::first(1))
         }
 
+        /// The one request that waits is due now: decide it again, as the root would.
+        fn rerun_the_waiter(&mut self, token: &str) -> Decision {
+            let due = self.vm.due_waiters(self.now_ms);
+            assert_eq!(due.len(), 1, "one waiter is due");
+            let attempt = Attempt {
+                context_id: due[0].context_id,
+                kid_refetched: due[0].kid_refetched,
+                deadline_ms: Some(due[0].deadline_ms),
+            };
+            let bearer = format!("Bearer {token}");
+            self.decide("/x", &[("authorization", &bearer)], attempt)
+        }
+
         fn advance(&mut self, ms: u64) {
             self.now_ms += ms;
         }
@@ -816,15 +829,7 @@ mod tests {
         // The refetch confirms: no key "a" any more.
         w.advance(100);
         w.keys_published(&jwks(&[(key_b(), "b")]));
-        let due = w.vm.due_waiters(w.now_ms);
-        assert_eq!(due.len(), 1);
-        let attempt = Attempt {
-            context_id: 1,
-            kid_refetched: due[0].kid_refetched,
-            deadline_ms: Some(due[0].deadline_ms),
-        };
-        let bearer = format!("Bearer {t}");
-        let d = w.decide("/x", &[("authorization", &bearer)], attempt);
+        let d = w.rerun_the_waiter(&t);
         assert_eq!(status(&d), 401);
         assert_eq!(
             d.refusal.as_deref(),
@@ -937,15 +942,7 @@ mod tests {
 
         w.advance(300);
         w.keys_published(&jwks(&[(key_a(), "a")]));
-        let due = w.vm.due_waiters(w.now_ms);
-        assert_eq!(due.len(), 1, "the new keys wake the waiter");
-        let attempt = Attempt {
-            context_id: due[0].context_id,
-            kid_refetched: due[0].kid_refetched,
-            deadline_ms: Some(due[0].deadline_ms),
-        };
-        let bearer = format!("Bearer {t}");
-        let d = w.decide("/x", &[("authorization", &bearer)], attempt);
+        let d = w.rerun_the_waiter(&t);
 
         assert_eq!(status(&d), 200);
         assert_eq!(
@@ -964,15 +961,7 @@ mod tests {
 
         // Deadline: the fetch timeout + 1 s; no keys came.
         w.advance(1_500);
-        let due = w.vm.due_waiters(w.now_ms);
-        assert_eq!(due.len(), 1);
-        let attempt = Attempt {
-            context_id: 1,
-            kid_refetched: false,
-            deadline_ms: Some(due[0].deadline_ms),
-        };
-        let bearer = format!("Bearer {t}");
-        let d = w.decide("/x", &[("authorization", &bearer)], attempt);
+        let d = w.rerun_the_waiter(&t);
 
         assert_eq!(status(&d), 503);
         assert_eq!(reply_header(&d, "retry-after"), Some("1"));
