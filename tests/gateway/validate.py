@@ -46,14 +46,7 @@ BACKEND_GROUP = "gateway.envoyproxy.io"
 STRING_VALUE_TYPE = "type.googleapis.com/google.protobuf.StringValue"
 
 
-@dataclass
-class Check:
-    label: str
-    problems: list[str]
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
+Check = check_plugin_config.Check
 
 
 def namespace(doc: dict) -> str:
@@ -268,13 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         print("no files to validate", file=sys.stderr)
         return 1
     checks = run(files, envoy=not args.no_envoy)
-    for c in checks:
-        print(("ok    " if c.ok else "FAIL  ") + c.label)
-        for p in c.problems:
-            print("      " + p.replace("\n", "\n      "))
-    failed = sum(not c.ok for c in checks)
-    print(f"gateway: {len(checks) - failed} passed, {failed} failed")
-    return 0 if failed == 0 else 1
+    return check_plugin_config.report(checks, "gateway")
 
 
 if __name__ == "__main__":

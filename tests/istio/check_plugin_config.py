@@ -294,5 +294,29 @@ def main(argv: list[str]) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+
+@dataclass
+class Check:
+    """One resource check (the Istio and Envoy Gateway validators): what, and what is wrong."""
+
+    label: str
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def report(checks: list[Check], kind: str) -> int:
+    """Prints every check and a closing `<kind>: N passed, N failed` line; the exit code."""
+    for c in checks:
+        print(("ok    " if c.ok else "FAIL  ") + c.label)
+        for p in c.problems:
+            print("      " + p.replace("\n", "\n      "))
+    failed = sum(not c.ok for c in checks)
+    print(f"{kind}: {len(checks) - failed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -47,14 +46,7 @@ KIND_SCHEMAS = {
 }
 
 
-@dataclass
-class Check:
-    label: str
-    problems: list[str]
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
+Check = check_plugin_config.Check
 
 
 def load_registry() -> Registry:
@@ -228,13 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         print("no files to validate", file=sys.stderr)
         return 1
     checks = run(files, envoy=not args.no_envoy)
-    for c in checks:
-        print(("ok    " if c.ok else "FAIL  ") + c.label)
-        for p in c.problems:
-            print("      " + p.replace("\n", "\n      "))
-    failed = sum(not c.ok for c in checks)
-    print(f"istio: {len(checks) - failed} passed, {failed} failed")
-    return 0 if failed == 0 else 1
+    return check_plugin_config.report(checks, "istio")
 
 
 if __name__ == "__main__":
