@@ -3,6 +3,7 @@
 //! carries out — headers to change, a local reply, or a wait for keys — with the counters
 //! to bump and the filter-state properties to publish.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::rc::Rc;
 
@@ -84,10 +85,11 @@ pub struct Decision {
     pub action: Action,
     /// Counters to bump, with the pool when known.
     pub counters: Vec<(Counter, Option<usize>)>,
-    /// Filter-state properties to publish.
-    pub properties: Vec<(&'static str, String)>,
-    /// Why the request was refused, for the debug log (never the token).
-    pub refusal: Option<String>,
+    /// Filter-state properties to publish (only those `filter_state` turns on).
+    pub properties: Vec<(&'static str, Cow<'static, str>)>,
+    /// Why the request was refused, for the debug log (never the token): described only when
+    /// the log wants it ([`Refused::describe`]).
+    pub refused: Option<Refused>,
 }
 
 /// Decides a request whose client copies of identity headers were already removed.
@@ -106,17 +108,9 @@ pub fn authorize<S: SharedData>(
         },
         counters: Vec::new(),
         properties: Vec::new(),
-        refusal: None,
+        refused: None,
     };
-    let mut decision = decide(vm, &config, headers, &clock, attempt, crypto, out);
-    // Only the properties an operator turned on (`filter_state`): each is a host call.
-    if config.filter_state.len() < crate::config::FILTER_STATE.len() {
-        decision.properties.retain(|(name, _)| {
-            let short = name.strip_prefix("cognito_authorizer.").unwrap_or(name);
-            config.filter_state.contains(&short)
-        });
-    }
-    decision
+    decide(vm, &config, headers, &clock, attempt, crypto, out)
 }
 
 fn decide<S: SharedData>(
@@ -139,7 +133,7 @@ fn decide<S: SharedData>(
         Route::Token(requirements) => requirements,
         Route::UnreadablePath => {
             let refused = Refused::new(AuthError::UnreadablePath, None);
-            return refuse(config, headers, &refused, None, out);
+            return refuse(config, headers, refused, None, out);
         }
     };
     // Browsers send preflights without credentials: demanding a token would break CORS.
@@ -152,7 +146,7 @@ fn decide<S: SharedData>(
     }
     let found = match extract_token(&config.token_sources, |name| headers.all_values(name)) {
         Ok(found) => found,
-        Err(e) => return refuse(config, headers, &Refused::new(e, None), None, out),
+        Err(e) => return refuse(config, headers, Refused::new(e, None), None, out),
     };
     let mut out = out;
     // The clock is read once per request, when a token is checked (each read is a host call).
@@ -171,7 +165,7 @@ fn decide<S: SharedData>(
             out.action = Action::Wait { busy_tick };
             return out;
         }
-        Step::Refused(refused) => return refuse(config, headers, &refused, None, out),
+        Step::Refused(refused) => return refuse(config, headers, refused, None, out),
     };
     // Fresh or from the cache: a token revoked after it was cached is refused all the same.
     match revocation(vm, config, &cached, clock(), attempt) {
@@ -181,7 +175,7 @@ fn decide<S: SharedData>(
             return out;
         }
         Step::Refused(refused) => {
-            return refuse(config, headers, &refused, Some(&cached.token), out)
+            return refuse(config, headers, refused, Some(&cached.token), out)
         }
     }
     if let Err((failed, requirement)) = check_all(&requirements, &cached.token) {
@@ -190,14 +184,14 @@ fn decide<S: SharedData>(
             Some(cached.token.pool),
         );
         refused.scope_hint = requirement.scope_hint();
-        return refuse(config, headers, &refused, Some(&cached.token), out);
+        return refuse(config, headers, refused, Some(&cached.token), out);
     }
     allow(config, headers, &found, &cached, out)
 }
 
 /// Why a request is refused, and what the reply needs to say so.
-#[derive(Debug)]
-struct Refused {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
     error: AuthError,
     /// The pool, once the token's issuer named one.
     pool: Option<usize>,
@@ -225,6 +219,34 @@ impl Refused {
             retry_after,
             ..Refused::new(AuthError::KeysUnavailable, Some(pool))
         }
+    }
+
+    /// The debug log's account: `reason=<name> class=<class> pool=<name or ->[ detail=..]`.
+    pub fn describe(&self, config: &Config) -> String {
+        let pool = self
+            .pool
+            .and_then(|p| config.pools.get(p))
+            .map_or("-", |p| p.name.as_str());
+        let detail = self
+            .detail
+            .map(|d| format!(" detail={d}"))
+            .unwrap_or_default();
+        let class = self.error.refusal().reason();
+        format!("reason={} class={class} pool={pool}{detail}", self.error)
+    }
+}
+
+/// Adds a filter-state property if the operator turned it on (`filter_state`): each one is a
+/// host call per request. `value` is only built for properties that are published.
+fn publish(
+    out: &mut Decision,
+    config: &Config,
+    name: &'static str,
+    value: impl FnOnce() -> Cow<'static, str>,
+) {
+    let short = name.strip_prefix("cognito_authorizer.").unwrap_or(name);
+    if config.filter_state.contains(&short) {
+        out.properties.push((name, value()));
     }
 }
 
@@ -422,52 +444,38 @@ fn revocation<S: SharedData>(
     }
 }
 
-fn pool_name(config: &Config, pool: Option<usize>) -> &str {
-    pool.and_then(|p| config.pools.get(p))
-        .map_or("-", |p| p.name.as_str())
-}
-
 fn refuse(
     config: &Config,
     headers: &RequestHeaders,
-    refused: &Refused,
+    refused: Refused,
     token: Option<&VerifiedToken>,
     mut out: Decision,
 ) -> Decision {
     let error = &refused.error;
     let refusal = error.refusal();
     out.counters.push((refusal.counter(), refused.pool));
-    out.refusal = Some(format!(
-        "reason={error} class={} pool={}{}",
-        refusal.reason(),
-        pool_name(config, refused.pool),
-        refused
-            .detail
-            .map(|d| format!(" detail={d}"))
-            .unwrap_or_default()
-    ));
-    out.properties
-        .push((property::REASON, refusal.reason().to_string()));
+    publish(&mut out, config, property::REASON, || {
+        refusal.reason().into()
+    });
     if let Some(p) = refused.pool.and_then(|p| config.pools.get(p)) {
-        out.properties.push((property::POOL, p.name.clone()));
+        publish(&mut out, config, property::POOL, || p.name.clone().into());
     }
     // A 403 comes after a verified token: who was refused is known, and logged.
     if let Some(token) = token {
-        publish_identity(token, &mut out);
+        publish_identity(token, config, &mut out);
     }
     if config.mode == Mode::Report {
-        out.properties
-            .push((property::DECISION, "report".to_string()));
+        publish(&mut out, config, property::DECISION, || "report".into());
         let mut changes = vec![(
             DECISION_HEADER.to_string(),
             Some(refusal.reason().to_string()),
         )];
         changes.extend(token_removals(config, headers, None));
         out.action = Action::Continue { headers: changes };
+        out.refused = Some(refused);
         return out;
     }
-    out.properties
-        .push((property::DECISION, "deny".to_string()));
+    publish(&mut out, config, property::DECISION, || "deny".into());
     let scope_hint = if refusal == Refusal::Forbidden {
         refused.scope_hint.as_str()
     } else {
@@ -484,6 +492,7 @@ fn refuse(
         body: reply.body,
         headers: reply_headers,
     };
+    out.refused = Some(refused);
     out
 }
 
@@ -493,9 +502,8 @@ fn anonymous(
     reason: &'static str,
     mut out: Decision,
 ) -> Decision {
-    out.properties
-        .push((property::DECISION, "anonymous".to_string()));
-    out.properties.push((property::REASON, reason.to_string()));
+    publish(&mut out, config, property::DECISION, || "anonymous".into());
+    publish(&mut out, config, property::REASON, || reason.into());
     let mut changes = Vec::new();
     if config.mode == Mode::Report {
         changes.push((DECISION_HEADER.to_string(), Some(reason.to_string())));
@@ -525,14 +533,14 @@ fn allow(
     changes.extend(token_removals(config, headers, Some(&found.sources)));
     let token = &cached.token;
     out.counters.push((Counter::Allowed, Some(token.pool)));
-    out.properties
-        .push((property::DECISION, "allow".to_string()));
-    out.properties
-        .push((property::REASON, decision::REASON_ALLOWED.to_string()));
+    publish(&mut out, config, property::DECISION, || "allow".into());
+    publish(&mut out, config, property::REASON, || {
+        decision::REASON_ALLOWED.into()
+    });
     if let Some(p) = config.pools.get(token.pool) {
-        out.properties.push((property::POOL, p.name.clone()));
+        publish(&mut out, config, property::POOL, || p.name.clone().into());
     }
-    publish_identity(token, &mut out);
+    publish_identity(token, config, &mut out);
     if config.mode == Mode::Report {
         changes.push((
             DECISION_HEADER.to_string(),
@@ -544,13 +552,14 @@ fn allow(
 }
 
 /// The verified token's subject and client, as filter state.
-fn publish_identity(token: &VerifiedToken, out: &mut Decision) {
+fn publish_identity(token: &VerifiedToken, config: &Config, out: &mut Decision) {
     if let Some(sub) = token.sub() {
-        out.properties.push((property::SUB, sub.to_string()));
+        publish(out, config, property::SUB, || sub.to_string().into());
     }
     if let Some(client) = token.client_id() {
-        out.properties
-            .push((property::CLIENT_ID, client.to_string()));
+        publish(out, config, property::CLIENT_ID, || {
+            client.to_string().into()
+        });
     }
 }
 
@@ -778,7 +787,7 @@ mod tests {
         d.properties
             .iter()
             .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
     }
 
     fn counted(d: &Decision, counter: Counter) -> usize {
@@ -832,7 +841,10 @@ mod tests {
         let d = w.rerun_the_waiter(&t);
         assert_eq!(status(&d), 401);
         assert_eq!(
-            d.refusal.as_deref(),
+            d.refused
+                .as_ref()
+                .map(|r| r.describe(&w.vm.config))
+                .as_deref(),
             Some("reason=unknown_kid class=invalid pool=main")
         );
     }
@@ -851,7 +863,10 @@ mod tests {
         assert_eq!(status(&d), 401);
         assert_eq!(counted(&d, Counter::CacheHit), 0);
         assert_eq!(
-            d.refusal.as_deref(),
+            d.refused
+                .as_ref()
+                .map(|r| r.describe(&w.vm.config))
+                .as_deref(),
             Some("reason=bad_signature class=invalid pool=main")
         );
     }
@@ -926,7 +941,10 @@ mod tests {
 
         assert_eq!(status(&d), 401);
         assert_eq!(
-            d.refusal.as_deref(),
+            d.refused
+                .as_ref()
+                .map(|r| r.describe(&w.vm.config))
+                .as_deref(),
             Some("reason=unknown_kid class=invalid pool=main")
         );
         assert_eq!(counted(&d, Counter::JwksRefetchUnknownKid), 0);
@@ -1097,7 +1115,7 @@ mod tests {
         let mut w = world(json!({"filter_state": ["reason"]}));
         w.keys_published(&jwks(&[(key_a(), "a")]));
         let d = w.get("/x", &token(key_a(), "a", "alice", &[]));
-        assert_eq!(d.properties, [(property::REASON, "allowed".to_string())]);
+        assert_eq!(d.properties, [(property::REASON, Cow::from("allowed"))]);
         let mut w = world(json!({"filter_state": []}));
         assert!(w.decide("/x", &[], Attempt::first(1)).properties.is_empty());
     }
@@ -1230,8 +1248,12 @@ mod revocation_tests {
         assert!(d.counters.contains(&(Counter::DeniedRevoked, Some(0))));
         assert!(d
             .properties
-            .contains(&(property::REASON, "revoked".to_string())));
-        assert!(d.refusal.unwrap().contains("detail=revoked_origin_jti"));
+            .contains(&(property::REASON, Cow::from("revoked"))));
+        assert!(d
+            .refused
+            .unwrap()
+            .describe(&vm.config)
+            .contains("detail=revoked_origin_jti"));
         let Action::Reply { headers, .. } = &d.action else {
             panic!("not a reply");
         };

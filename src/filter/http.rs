@@ -100,8 +100,9 @@ fn apply(state: &SharedState, decision: Decision) -> HostAction {
             vm.metrics.count(*counter, *pool);
         }
     }
-    if let Some(refusal) = &decision.refusal {
-        debug!("refused: {refusal}");
+    if let Some(refused) = &decision.refused {
+        // Described only when debug lines are printed (the macro evaluates nothing else).
+        debug!("refused: {}", refused.describe(&state.borrow().core.config));
     }
     for (name, value) in &decision.properties {
         set_property(name, value);
