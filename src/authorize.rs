@@ -63,8 +63,10 @@ impl Attempt {
 /// What to do with the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Let it through after these header changes (`None`: remove the header).
+    /// Let it through after setting the verified token's claim headers (the cache entry's,
+    /// not copied) and these other header changes (`None`: remove the header).
     Continue {
+        claim_headers: Option<Rc<[(String, String)]>>,
         headers: Vec<(String, Option<String>)>,
     },
     /// Answer it locally.
@@ -104,6 +106,7 @@ pub fn authorize<S: SharedData>(
     let config = Rc::clone(&vm.config);
     let out = Decision {
         action: Action::Continue {
+            claim_headers: None,
             headers: Vec::new(),
         },
         counters: Vec::new(),
@@ -324,7 +327,7 @@ fn verify<S: SharedData>(
                     let valid_until = token_claims.exp.saturating_add(config.clock_skew_seconds);
                     let cached = Rc::new(CachedToken {
                         token: token_claims,
-                        claim_headers: headers,
+                        claim_headers: headers.into(),
                         revocation_passed: Cell::new(None),
                     });
                     vm.cache.insert(token, Rc::clone(&cached), valid_until, now);
@@ -471,7 +474,10 @@ fn refuse(
             Some(refusal.reason().to_string()),
         )];
         changes.extend(token_removals(config, headers, None));
-        out.action = Action::Continue { headers: changes };
+        out.action = Action::Continue {
+            claim_headers: None,
+            headers: changes,
+        };
         out.refused = Some(refused);
         return out;
     }
@@ -509,7 +515,10 @@ fn anonymous(
         changes.push((DECISION_HEADER.to_string(), Some(reason.to_string())));
     }
     changes.extend(token_removals(config, headers, None));
-    out.action = Action::Continue { headers: changes };
+    out.action = Action::Continue {
+        claim_headers: None,
+        headers: changes,
+    };
     out
 }
 
@@ -520,11 +529,7 @@ fn allow(
     cached: &CachedToken,
     mut out: Decision,
 ) -> Decision {
-    let mut changes: Vec<(String, Option<String>)> = cached
-        .claim_headers
-        .iter()
-        .map(|(h, v)| (h.clone(), Some(v.clone())))
-        .collect();
+    let mut changes: Vec<(String, Option<String>)> = Vec::new();
     if let Some(header) = &config.payload_header {
         if let Some(payload) = payload_segment(&found.token) {
             changes.push((header.clone(), Some(payload.to_string())));
@@ -547,7 +552,10 @@ fn allow(
             Some(decision::REASON_ALLOWED.to_string()),
         ));
     }
-    out.action = Action::Continue { headers: changes };
+    out.action = Action::Continue {
+        claim_headers: (!cached.claim_headers.is_empty()).then(|| Rc::clone(&cached.claim_headers)),
+        headers: changes,
+    };
     out
 }
 
@@ -804,7 +812,11 @@ mod tests {
         assert_eq!(
             d.action,
             Action::Continue {
-                headers: vec![("x-cognito-sub".into(), Some("sub-alice".into()))]
+                claim_headers: Some(Rc::from(vec![(
+                    "x-cognito-sub".to_string(),
+                    "sub-alice".to_string()
+                )])),
+                headers: vec![]
             }
         );
         assert_eq!(property(&d, property::DECISION), Some("allow"));
@@ -818,6 +830,15 @@ mod tests {
         // The second time it comes from the cache.
         let again = w.get("/x", &token(key_a(), "a", "alice", &[]));
         assert_eq!(again.action, d.action);
+        // ...sharing the cache entry's claim headers rather than copying them.
+        let claims = |d: &Decision| match &d.action {
+            Action::Continue {
+                claim_headers: Some(c),
+                ..
+            } => Rc::clone(c),
+            other => panic!("{other:?}"),
+        };
+        assert!(Rc::ptr_eq(&claims(&d), &claims(&again)));
         assert_eq!(counted(&again, Counter::CacheHit), 1);
     }
 
@@ -1019,7 +1040,7 @@ mod tests {
                 .map(|b| ("authorization", b.as_str()))
                 .collect();
             let d = w.decide(path, &headers, Attempt::first(1));
-            let Action::Continue { headers } = &d.action else {
+            let Action::Continue { headers, .. } = &d.action else {
                 panic!("{path}: report mode never refuses: {d:?}")
             };
             assert!(
@@ -1047,6 +1068,7 @@ mod tests {
         assert_eq!(
             d.action,
             Action::Continue {
+                claim_headers: None,
                 headers: vec![("authorization".into(), None)]
             }
         );

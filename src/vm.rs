@@ -103,7 +103,8 @@ impl<S: SharedData + Clone> SourceSlot<S> {
 #[derive(Debug)]
 pub struct CachedToken {
     pub token: VerifiedToken,
-    pub claim_headers: Vec<(String, String)>,
+    /// Shared with every decision that sets them: a cache hit copies no header.
+    pub claim_headers: Rc<[(String, String)]>,
     /// The generation of its pool's revocation list that this token was checked against
     /// and passed: a cache hit under the same list skips the check (a list changes only by
     /// being replaced, which moves the generation).

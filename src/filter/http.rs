@@ -108,7 +108,13 @@ fn apply(state: &SharedState, decision: Decision) -> HostAction {
         set_property(name, value);
     }
     match decision.action {
-        Action::Continue { headers } => {
+        Action::Continue {
+            claim_headers,
+            headers,
+        } => {
+            for (name, value) in claim_headers.iter().flat_map(|c| c.iter()) {
+                set_request_header(name, Some(value));
+            }
             for (name, value) in &headers {
                 set_request_header(name, value.as_deref());
             }
