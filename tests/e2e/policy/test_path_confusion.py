@@ -249,6 +249,13 @@ def test_genuine_public_paths_stay_anonymous(envoys, upstream, setting, path):
 
 
 @pytest.mark.parametrize("setting", list(SETTINGS))
+@pytest.mark.parametrize("path", ["/x", "/HEALTHZ", "/public/../x", "/Public/x"])
+def test_non_admin_token_reaches_paths_outside_admin(envoys, upstream, user_token, setting, path):
+    """Nor does the non-admin half: a valid token still passes where no reading is /admin."""
+    assert send(envoys[setting], upstream, path, bearer(user_token)) is not None
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS))
 def test_the_reproduction_is_refused_without_a_token(envoys, upstream, setting):
     """`/admin/../healthz` with no token reached the upstream before (Envoy's defaults)."""
     resp = envoys[setting].request("/admin/../healthz")
