@@ -8,13 +8,15 @@ use crate::keys::encode_envelope;
 use crate::shared_keys::SharedData;
 use crate::vm::VmState;
 
-/// Where and how to fetch a pool's JWKS.
+/// Where and how to fetch a document: a pool's JWKS, or a revocation source's document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchRequest {
-    pub pool: usize,
+    /// The pool (JWKS) or revocation source.
+    pub index: usize,
     pub cluster: String,
     pub authority: String,
     pub path: String,
+    pub timeout_ms: u64,
 }
 
 /// What a JWKS callout answer did.
@@ -78,10 +80,11 @@ impl<S: SharedData> VmState<S> {
             slot.keys.observe(schedule);
             if let (true, Some(p)) = (won, self.config.pools.get(pool)) {
                 claimed.push(FetchRequest {
-                    pool,
+                    index: pool,
                     cluster: p.jwks_cluster.clone(),
                     authority: p.jwks.authority.clone(),
                     path: p.jwks.path.clone(),
+                    timeout_ms: self.config.jwks_timeout_ms,
                 });
             }
         }

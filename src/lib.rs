@@ -39,6 +39,7 @@ pub mod metrics;
 pub mod path;
 pub mod request;
 pub mod revocation;
+pub mod revocation_fetch;
 pub mod rsa;
 pub mod rules;
 pub mod shared_keys;

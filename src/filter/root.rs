@@ -15,14 +15,14 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 use super::host::{self, now_ms, request_headers, HostCrypto, Metrics};
 use super::http;
-use super::shared::{HostSharedData, SharedRevocations};
+use super::shared::HostSharedData;
 use super::{SharedState, Vm};
 use crate::algorithm::Algorithm;
 use crate::authorize::Attempt;
 use crate::config::{Config, SignatureBackendChoice};
 use crate::key_fetch::{CalloutAnswer, FetchResult};
 use crate::metrics::Counter;
-use crate::revocation::{document_digest, RevocationList, Stamp};
+use crate::revocation_fetch::RevocationResult;
 use crate::vm::VmState;
 
 /// Tick while nothing waits: drives refreshes, retries and picking up keys other VMs fetched.
@@ -47,6 +47,26 @@ enum Fetch {
     Jwks(usize),
     /// A revocation document (source index).
     Revocations(usize),
+}
+
+impl Fetch {
+    /// What is fetched, for the log.
+    fn document(self) -> &'static str {
+        match self {
+            Fetch::Jwks(_) => "JWKS",
+            Fetch::Revocations(_) => "revocation document",
+        }
+    }
+}
+
+/// Whose fetch, for the log: `pool #0`, `revocations #0`.
+impl std::fmt::Display for Fetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fetch::Jwks(pool) => write!(f, "pool #{pool}"),
+            Fetch::Revocations(source) => write!(f, "revocations #{source}"),
+        }
+    }
 }
 /// The first tick, right after configuration, starts the first fetch. Not on_configure
 /// itself: Envoy configures a throw-away root context first, whose callouts are cancelled
@@ -79,209 +99,23 @@ impl Root {
         vm.report_key_counts();
     }
 
-    /// Starts the revocation fetches that are due and whose lease this VM wins.
-    fn dispatch_due_revocation_fetches(&mut self, state: &SharedState) {
-        let now = now_ms();
-        let count = state.borrow().core.sources.len();
-        for source in 0..count {
-            let (shared, timing, due, vm_id) = {
-                let s = &state.borrow().core;
-                let Some(slot) = s.sources.get(source) else {
-                    continue;
-                };
-                (
-                    slot.shared.clone(),
-                    slot.timing,
-                    slot.list.schedule.fetch_due(now, &slot.timing),
-                    s.vm_id,
-                )
-            };
-            if !due {
-                continue;
-            }
-            let Some((won, schedule)) = shared.entries.update(|sch| {
-                let due = sch.fetch_due(now, &timing);
-                if due {
-                    sch.fetch_started(now, vm_id);
-                }
-                due
-            }) else {
-                continue;
-            };
-            if let Some(slot) = state.borrow_mut().core.sources.get_mut(source) {
-                slot.list.observe(schedule);
-            }
-            if won {
-                self.start_revocation_fetch(state, source, &shared, now);
-            }
-        }
-    }
-
-    fn start_revocation_fetch(
-        &mut self,
-        state: &SharedState,
-        source: usize,
-        shared: &SharedRevocations,
-        now: u64,
-    ) {
-        let (cluster, authority, path, timeout) = {
-            let s = &state.borrow().core;
-            let Some(src) = s.config.revocation_sources.get(source) else {
-                return;
-            };
-            (
-                src.cluster.clone(),
-                src.location.authority.clone(),
-                src.location.path.clone(),
-                Duration::from_millis(src.timeout_ms),
-            )
-        };
-        let headers = vec![
-            (":method", "GET"),
-            (":path", path.as_str()),
-            (":authority", authority.as_str()),
-            ("accept", "application/json"),
-            ("user-agent", "cognito-authorizer"),
-        ];
-        match self.dispatch_http_call(&cluster, headers, None, vec![], timeout) {
-            Ok(token) => {
-                debug!("revocations #{source}: fetching via cluster {cluster}: {authority}{path}");
-                self.fetches.insert(token, Fetch::Revocations(source));
-            }
-            Err(status) => {
-                warn!("revocations #{source}: cannot call cluster {cluster:?}: {status:?}");
-                let schedule = shared.entries.update(|s| {
-                    s.fetch_failed(now, host::jitter());
-                    true
-                });
-                let mut vm = state.borrow_mut();
-                vm.metrics.count(Counter::RevocationFetchFailed, None);
-                if let (Some(slot), Some((_, schedule))) =
-                    (vm.core.sources.get_mut(source), schedule)
-                {
-                    slot.list.observe(schedule);
-                }
-            }
-        }
-    }
-
-    /// A revocation document arrived (or the callout failed). A valid one is published for
-    /// the other workers and installed here; anything else leaves the previous list in force.
-    fn on_revocations_response(&mut self, state: &SharedState, source: usize, body_size: usize) {
-        let now = now_ms();
-        let status = host::callout_response_header(":status");
-        let (limits, shared, timing, known_digest) = {
-            let s = &state.borrow().core;
-            let (Some(src), Some(slot)) = (
-                s.config.revocation_sources.get(source),
-                s.sources.get(source),
-            ) else {
-                return;
-            };
-            (
-                src.limits(s.config.clock_skew_seconds),
-                slot.shared.clone(),
-                slot.timing,
-                slot.digest,
-            )
-        };
-        let result = if status.as_deref() != Some("200") {
-            Err(format!(
-                "status {}",
-                status
-                    .as_deref()
-                    .unwrap_or("none (timeout or connection failure)")
-            ))
-        } else if body_size > limits.max_bytes {
-            Err(format!(
-                "body of {body_size} bytes is over max_bytes ({})",
-                limits.max_bytes
-            ))
-        } else {
-            let body = self
-                .get_http_call_response_body(0, body_size)
-                .unwrap_or_default();
-            let digest = document_digest(&body);
-            if Some(digest) == known_digest {
-                // The very document in use: validated already, nothing to parse.
-                Ok((body, digest, None))
-            } else {
-                RevocationList::parse(&body, &limits, now / 1000)
-                    .map(|list| (body, digest, Some((list, now_ms().saturating_sub(now)))))
-                    .map_err(|e| e.to_string())
-            }
-        };
-        match result {
-            Ok((body, digest, list)) => {
-                // Publish first, then release the lease: other workers pick it up.
-                let stamp = Stamp {
-                    fetched_at_ms: now,
-                    digest,
-                };
-                let cas = shared.publish(&body, stamp);
-                let schedule = shared.entries.update(|s| {
-                    s.fetch_succeeded(now, &timing);
-                    true
-                });
-                let mut vm = state.borrow_mut();
-                if let Some(slot) = vm.core.sources.get_mut(source) {
-                    match list {
-                        Some((list, took_ms)) => {
-                            info!(
-                                "revocations #{source}: loaded document generated_at {} ({} bytes, read in {took_ms} ms): {} revoked ids, {} signed-out users ({} expired entries dropped)",
-                                list.generated_at(),
-                                body.len(),
-                                list.revoked_ids(),
-                                list.signed_out_users(),
-                                list.dropped_expired()
-                            );
-                            slot.list.set_keys(list, now);
-                            slot.digest = Some(digest);
-                        }
-                        None => {
-                            debug!("revocations #{source}: refreshed, unchanged");
-                            slot.list.refreshed(now);
-                        }
-                    }
-                    slot.stamp_cas = cas;
-                    if let Some((_, schedule)) = schedule {
-                        slot.list.observe(schedule);
-                    }
-                }
-                vm.metrics.count(Counter::RevocationFetchOk, None);
-            }
-            Err(why) => {
-                let jitter = host::jitter();
-                let schedule = shared.entries.update(|s| {
-                    s.fetch_failed(now, jitter);
-                    true
-                });
-                let mut vm = state.borrow_mut();
-                if let Some(slot) = vm.core.sources.get_mut(source) {
-                    warn!(
-                        "revocations #{source}: fetch failed ({why}); {}",
-                        if slot.list.keys().is_some() {
-                            "keeping the previous list"
-                        } else {
-                            "no list yet"
-                        }
-                    );
-                    if let Some((_, schedule)) = schedule {
-                        slot.list.observe(schedule);
-                    }
-                }
-                vm.metrics.count(Counter::RevocationFetchFailed, None);
-            }
-        }
-        self.wake_waiters(state);
-    }
-
-    /// Starts the fetches that are due and whose lease this VM wins.
+    /// Starts the fetches (JWKS and revocation documents) that are due and whose lease this
+    /// VM wins.
     fn dispatch_due_fetches(&mut self, state: &SharedState) {
         let now = now_ms();
-        let claimed = state.borrow_mut().core.claim_due_fetches(now);
-        for fetch in claimed {
-            let timeout = Duration::from_millis(state.borrow().core.config.jwks_timeout_ms);
+        let (jwks, revocations) = {
+            let core = &mut state.borrow_mut().core;
+            (
+                core.claim_due_fetches(now),
+                core.claim_due_revocation_fetches(now),
+            )
+        };
+        let claimed = jwks.into_iter().map(|f| (Fetch::Jwks(f.index), f)).chain(
+            revocations
+                .into_iter()
+                .map(|f| (Fetch::Revocations(f.index), f)),
+        );
+        for (kind, fetch) in claimed {
             let headers = vec![
                 (":method", "GET"),
                 (":path", fetch.path.as_str()),
@@ -289,21 +123,35 @@ impl Root {
                 ("accept", "application/json"),
                 ("user-agent", "cognito-authorizer"),
             ];
-            let (pool, cluster) = (fetch.pool, &fetch.cluster);
+            let timeout = Duration::from_millis(fetch.timeout_ms);
+            let cluster = &fetch.cluster;
             match self.dispatch_http_call(cluster, headers, None, vec![], timeout) {
                 Ok(token) => {
                     debug!(
-                        "pool #{pool}: fetching JWKS via cluster {cluster}: {}{}",
-                        fetch.authority, fetch.path
+                        "{kind}: fetching {} via cluster {cluster}: {}{}",
+                        kind.document(),
+                        fetch.authority,
+                        fetch.path
                     );
-                    self.fetches.insert(token, Fetch::Jwks(pool));
+                    self.fetches.insert(token, kind);
                 }
                 Err(status) => {
                     // Typically the cluster does not exist (yet): retried with backoff.
-                    warn!("pool #{pool}: cannot call cluster {cluster:?} for the JWKS: {status:?}");
+                    warn!(
+                        "{kind}: cannot call cluster {cluster:?} for the {}: {status:?}",
+                        kind.document()
+                    );
                     let mut vm = state.borrow_mut();
-                    vm.core.fetch_failed(pool, now, host::jitter());
-                    vm.metrics.count(Counter::JwksFetchFailed, Some(pool));
+                    match kind {
+                        Fetch::Jwks(pool) => {
+                            vm.core.fetch_failed(pool, now, host::jitter());
+                            vm.metrics.count(Counter::JwksFetchFailed, Some(pool));
+                        }
+                        Fetch::Revocations(source) => {
+                            vm.core.revocation_fetch_failed(source, now, host::jitter());
+                            vm.metrics.count(Counter::RevocationFetchFailed, None);
+                        }
+                    }
                 }
             }
         }
@@ -336,6 +184,57 @@ impl Root {
             drop(vm);
             self.set_tick_period(idle);
         }
+    }
+
+    /// A revocation document arrived (or the callout failed): the core publishes and
+    /// installs a valid one; anything else leaves the previous list in force.
+    fn on_revocations_response(&mut self, state: &SharedState, source: usize, body_size: usize) {
+        let now = now_ms();
+        let status = host::callout_response_header(":status");
+        let answer = CalloutAnswer {
+            status: status.as_deref(),
+            body_size,
+        };
+        let body = if state.borrow().core.wants_revocation_body(source, answer) {
+            self.get_http_call_response_body(0, body_size)
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let mut vm = state.borrow_mut();
+        match vm
+            .core
+            .revocation_answer(source, now, answer, &body, host::jitter())
+        {
+            RevocationResult::Loaded {
+                generated_at,
+                bytes,
+                revoked_ids,
+                signed_out_users,
+                dropped_expired,
+            } => {
+                let took_ms = now_ms().saturating_sub(now);
+                info!(
+                    "revocations #{source}: loaded document generated_at {generated_at} ({bytes} bytes, read in {took_ms} ms): {revoked_ids} revoked ids, {signed_out_users} signed-out users ({dropped_expired} expired entries dropped)"
+                );
+                vm.metrics.count(Counter::RevocationFetchOk, None);
+            }
+            RevocationResult::Unchanged => {
+                debug!("revocations #{source}: refreshed, unchanged");
+                vm.metrics.count(Counter::RevocationFetchOk, None);
+            }
+            RevocationResult::Failed { why, keeping_list } => {
+                let keeping = if keeping_list {
+                    "keeping the previous list"
+                } else {
+                    "no list yet"
+                };
+                warn!("revocations #{source}: fetch failed ({why}); {keeping}");
+                vm.metrics.count(Counter::RevocationFetchFailed, None);
+            }
+        }
+        drop(vm);
+        self.wake_waiters(state);
     }
 
     fn on_jwks_response(&mut self, state: &SharedState, pool: usize, body_size: usize) {
@@ -399,23 +298,16 @@ impl Context for Root {
     /// A VM going away mid-fetch hands its lease back, so another worker fetches at once.
     fn on_done(&mut self) -> bool {
         if let Some(state) = &self.state {
-            let vm = state.borrow();
-            vm.core
-                .abandon_fetches(self.fetches.values().filter_map(|f| match f {
-                    Fetch::Jwks(pool) => Some(*pool),
-                    Fetch::Revocations(_) => None,
-                }));
-            for fetch in self.fetches.values() {
-                if let Fetch::Revocations(i) = fetch {
-                    if let Some(slot) = vm.core.sources.get(*i) {
-                        // Only a lease this VM still holds: another VM may have taken it since.
-                        let _ = slot
-                            .shared
-                            .entries
-                            .update(|sch| sch.lease_abandoned(vm.core.vm_id));
-                    }
-                }
-            }
+            let core = &state.borrow().core;
+            let (jwks, revocations): (Vec<Fetch>, Vec<Fetch>) = self
+                .fetches
+                .values()
+                .partition(|f| matches!(f, Fetch::Jwks(_)));
+            let index = |f: Fetch| match f {
+                Fetch::Jwks(i) | Fetch::Revocations(i) => i,
+            };
+            core.abandon_fetches(jwks.into_iter().map(index));
+            core.abandon_revocation_fetches(revocations.into_iter().map(index));
         }
         self.fetches.clear();
         true
@@ -541,7 +433,6 @@ impl RootContext for Root {
         }
         self.sync_pools(&state);
         self.dispatch_due_fetches(&state);
-        self.dispatch_due_revocation_fetches(&state);
         self.wake_waiters(&state);
     }
 

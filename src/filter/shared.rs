@@ -9,8 +9,6 @@ use crate::shared_keys::{SetError, SharedData};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HostSharedData;
 
-pub type SharedRevocations = crate::shared_keys::SharedRevocations<HostSharedData>;
-
 impl SharedData for HostSharedData {
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
         match super::host::counted(hostcalls::get_shared_data(key)) {

@@ -1,0 +1,303 @@
+//! Fetching a revocation document, step by step, as pure transitions of the VM's state —
+//! the same lease and schedule as the JWKS (`key_fetch`): which VM fetches, what a callout
+//! answer means, and what it changes here and for the other VMs. The glue only dispatches
+//! the callout and logs what these steps report.
+
+use crate::key_fetch::{CalloutAnswer, FetchRequest};
+use crate::revocation::{document_digest, RevocationList, Stamp};
+use crate::shared_keys::SharedData;
+use crate::vm::VmState;
+
+/// What a revocation callout answer did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevocationResult {
+    /// A new document, published for every VM and in force here.
+    Loaded {
+        generated_at: u64,
+        bytes: usize,
+        revoked_ids: usize,
+        signed_out_users: usize,
+        dropped_expired: usize,
+    },
+    /// The very document already in force (same digest): only its age is renewed.
+    Unchanged,
+    /// Not usable: the previous list (if any) stays; retried with backoff.
+    Failed { why: String, keeping_list: bool },
+}
+
+impl<S: SharedData + Clone> VmState<S> {
+    /// The revocation fetches this VM must start now: due, and the lease won by CAS.
+    pub fn claim_due_revocation_fetches(&mut self, now_ms: u64) -> Vec<FetchRequest> {
+        let vm_id = self.vm_id;
+        let mut claimed = Vec::new();
+        for (index, slot) in self.sources.iter_mut().enumerate() {
+            let timing = slot.timing;
+            if !slot.list.schedule.fetch_due(now_ms, &timing) {
+                continue;
+            }
+            let Some((won, schedule)) = slot.shared.entries.update(|s| {
+                let due = s.fetch_due(now_ms, &timing);
+                if due {
+                    s.fetch_started(now_ms, vm_id);
+                }
+                due
+            }) else {
+                continue;
+            };
+            slot.list.observe(schedule);
+            if let (true, Some(src)) = (won, self.config.revocation_sources.get(index)) {
+                claimed.push(FetchRequest {
+                    index,
+                    cluster: src.cluster.clone(),
+                    authority: src.location.authority.clone(),
+                    path: src.location.path.clone(),
+                    timeout_ms: src.timeout_ms,
+                });
+            }
+        }
+        claimed
+    }
+
+    /// Whether a revocation answer's body is worth reading (a 200 within `max_bytes`).
+    pub fn wants_revocation_body(&self, source: usize, answer: CalloutAnswer<'_>) -> bool {
+        let max = self.config.revocation_sources.get(source).map_or(0, |src| {
+            src.limits(self.config.clock_skew_seconds).max_bytes
+        });
+        answer.status == Some("200") && answer.body_size <= max
+    }
+
+    /// The answer to this VM's fetch of revocation source `source` (`body`: read only if
+    /// [`Self::wants_revocation_body`]). A valid document is published for every VM, then the
+    /// lease released; a malformed, oversized or other-version one never replaces the list
+    /// in force.
+    pub fn revocation_answer(
+        &mut self,
+        source: usize,
+        now_ms: u64,
+        answer: CalloutAnswer<'_>,
+        body: &[u8],
+        jitter: u64,
+    ) -> RevocationResult {
+        let Some(limits) = self
+            .config
+            .revocation_sources
+            .get(source)
+            .map(|src| src.limits(self.config.clock_skew_seconds))
+        else {
+            return RevocationResult::Failed {
+                why: "no such source".into(),
+                keeping_list: false,
+            };
+        };
+        let known_digest = self.sources.get(source).and_then(|slot| slot.digest);
+        let parsed = match answer.status {
+            None => Err("no answer (timeout or connection failure)".to_string()),
+            Some(status) if status != "200" => Err(format!("status {status}")),
+            Some(_) if answer.body_size > limits.max_bytes => Err(format!(
+                "body of {} bytes is over max_bytes ({})",
+                answer.body_size, limits.max_bytes
+            )),
+            Some(_) => {
+                let digest = document_digest(body);
+                if Some(digest) == known_digest {
+                    // The very document in use: validated already, nothing to parse.
+                    Ok((digest, None))
+                } else {
+                    RevocationList::parse(body, &limits, now_ms / 1000)
+                        .map(|list| (digest, Some(list)))
+                        .map_err(|e| e.to_string())
+                }
+            }
+        };
+        let Some(slot) = self.sources.get_mut(source) else {
+            return RevocationResult::Failed {
+                why: "no such source".into(),
+                keeping_list: false,
+            };
+        };
+        let timing = slot.timing;
+        match parsed {
+            Ok((digest, list)) => {
+                // Publish first, then release the lease: other workers pick it up.
+                let stamp = Stamp {
+                    fetched_at_ms: now_ms,
+                    digest,
+                };
+                slot.stamp_cas = slot.shared.publish(body, stamp);
+                let schedule = slot.shared.entries.update(|s| {
+                    s.fetch_succeeded(now_ms, &timing);
+                    true
+                });
+                let result = match list {
+                    Some(list) => {
+                        let loaded = RevocationResult::Loaded {
+                            generated_at: list.generated_at(),
+                            bytes: body.len(),
+                            revoked_ids: list.revoked_ids(),
+                            signed_out_users: list.signed_out_users(),
+                            dropped_expired: list.dropped_expired(),
+                        };
+                        slot.list.set_keys(list, now_ms);
+                        slot.digest = Some(digest);
+                        loaded
+                    }
+                    None => {
+                        slot.list.refreshed(now_ms);
+                        RevocationResult::Unchanged
+                    }
+                };
+                if let Some((_, schedule)) = schedule {
+                    slot.list.observe(schedule);
+                }
+                result
+            }
+            Err(why) => {
+                let keeping_list = self.revocation_fetch_failed(source, now_ms, jitter);
+                RevocationResult::Failed { why, keeping_list }
+            }
+        }
+    }
+
+    /// A revocation fetch failed (or could not be dispatched): retry with backoff. True when
+    /// a list from before stays in force.
+    pub fn revocation_fetch_failed(&mut self, source: usize, now_ms: u64, jitter: u64) -> bool {
+        let Some(slot) = self.sources.get_mut(source) else {
+            return false;
+        };
+        let schedule = slot.shared.entries.update(|s| {
+            s.fetch_failed(now_ms, jitter);
+            true
+        });
+        if let Some((_, schedule)) = schedule {
+            slot.list.observe(schedule);
+        }
+        slot.list.keys().is_some()
+    }
+
+    /// This VM goes away with these revocation fetches unanswered: the leases it still
+    /// holds are released (one taken since by another VM stays).
+    pub fn abandon_revocation_fetches(&self, sources: impl Iterator<Item = usize>) {
+        for source in sources {
+            if let Some(slot) = self.sources.get(source) {
+                let _ = slot
+                    .shared
+                    .entries
+                    .update(|s| s.lease_abandoned(self.vm_id));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::shared_keys::tests::FakeSharedData;
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    /// Two VMs of one process (one store), one revocation source.
+    fn two_vms() -> (VmState<FakeSharedData>, VmState<FakeSharedData>) {
+        let json = r#"{"user_pools":[{"user_pool_id":"us-east-1_Rev0ked1","jwks_cluster":"c",
+            "revocations":{"cluster":"r","uri":"http://r/doc.json","refresh_seconds":10}}]}"#;
+        let store = FakeSharedData::default();
+        let config = || Config::parse(json.as_bytes()).unwrap().0;
+        let mut a = VmState::new(config(), store.clone(), 0x10);
+        let mut b = VmState::new(config(), store, 0x20);
+        for vm in [&mut a, &mut b] {
+            vm.start(NOW);
+            vm.start_sources(NOW);
+        }
+        (a, b)
+    }
+
+    fn doc(sessions: &str) -> Vec<u8> {
+        format!(
+            r#"{{"version":1,"generated_at":7,"max_token_lifetime_seconds":86400,"revoked_jti":{{{sessions}}},"signed_out":{{}}}}"#
+        )
+        .into_bytes()
+    }
+
+    fn ok(body: &[u8]) -> CalloutAnswer<'static> {
+        CalloutAnswer {
+            status: Some("200"),
+            body_size: body.len(),
+        }
+    }
+
+    #[test]
+    fn one_vm_of_the_process_claims_a_due_revocation_fetch() {
+        let (mut a, mut b) = two_vms();
+        let claimed = a.claim_due_revocation_fetches(NOW);
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(
+            (claimed[0].cluster.as_str(), claimed[0].path.as_str()),
+            ("r", "/doc.json")
+        );
+        b.sync_pools();
+        assert!(b.claim_due_revocation_fetches(NOW).is_empty());
+    }
+
+    #[test]
+    fn a_valid_document_loads_then_the_same_bytes_are_only_a_refresh() {
+        let (mut a, _) = two_vms();
+        a.claim_due_revocation_fetches(NOW);
+        let body = doc(r#""s1":99999999999"#);
+        let loaded = a.revocation_answer(0, NOW, ok(&body), &body, 0);
+        assert_eq!(
+            loaded,
+            RevocationResult::Loaded {
+                generated_at: 7,
+                bytes: body.len(),
+                revoked_ids: 1,
+                signed_out_users: 0,
+                dropped_expired: 0
+            }
+        );
+        // Next refresh, 10 s later: the same document is not parsed again.
+        assert_eq!(a.claim_due_revocation_fetches(NOW + 10_000).len(), 1);
+        let again = a.revocation_answer(0, NOW + 10_000, ok(&body), &body, 0);
+        assert_eq!(again, RevocationResult::Unchanged);
+    }
+
+    #[test]
+    fn a_malformed_or_failed_answer_keeps_the_list_and_backs_off() {
+        let (mut a, _) = two_vms();
+        a.claim_due_revocation_fetches(NOW);
+        let body = doc(r#""s1":99999999999"#);
+        a.revocation_answer(0, NOW, ok(&body), &body, 0);
+        let now = NOW + 10_000;
+        assert_eq!(a.claim_due_revocation_fetches(now).len(), 1);
+        let bad = b"{\"version\":2}".to_vec();
+        assert!(a.wants_revocation_body(0, ok(&bad)));
+        match a.revocation_answer(0, now, ok(&bad), &bad, 0) {
+            RevocationResult::Failed { keeping_list, .. } => assert!(keeping_list),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            a.claim_due_revocation_fetches(now + 1).is_empty(),
+            "backed off"
+        );
+        let failed = CalloutAnswer {
+            status: Some("503"),
+            body_size: 0,
+        };
+        assert!(!a.wants_revocation_body(0, failed));
+        assert!(a.sources[0]
+            .list
+            .keys()
+            .is_some_and(|l| l.revoked_ids() == 1));
+    }
+
+    #[test]
+    fn a_vm_that_ends_mid_fetch_releases_only_its_own_revocation_lease() {
+        let (mut a, mut b) = two_vms();
+        assert_eq!(a.claim_due_revocation_fetches(NOW).len(), 1);
+        a.abandon_revocation_fetches([0].into_iter());
+        b.sync_pools();
+        assert_eq!(b.claim_due_revocation_fetches(NOW + 10).len(), 1);
+        a.abandon_revocation_fetches([0].into_iter());
+        a.sync_pools();
+        assert!(a.claim_due_revocation_fetches(NOW + 20).is_empty());
+    }
+}
