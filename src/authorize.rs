@@ -13,9 +13,9 @@ use crate::error::{AuthError, Refusal};
 use crate::extract::{
     cookie_header_without, extract_token, path_without_query_param, token_locations, FoundToken,
 };
-use crate::identity::claim_headers;
+use crate::identity::{claim_headers, strip_forged};
 use crate::keys::Availability;
-use crate::metrics::Counter;
+use crate::metrics::{Count, Counter};
 use crate::request::RequestHeaders;
 use crate::revocation::{gate, token_facts, Gate};
 use crate::rules::{check_all, route, RequestFacts, Route};
@@ -60,6 +60,17 @@ impl Attempt {
     }
 }
 
+/// A request that waited is decided again when the root wakes it.
+impl From<Waiter> for Attempt {
+    fn from(waiter: Waiter) -> Self {
+        Attempt {
+            context_id: waiter.context_id,
+            kid_refetched: waiter.kid_refetched,
+            deadline_ms: Some(waiter.deadline_ms),
+        }
+    }
+}
+
 /// What to do with the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -76,17 +87,19 @@ pub enum Action {
         headers: Vec<(&'static str, String)>,
     },
     /// Wait for the pool's keys (or its revocation source's first document): the request
-    /// is now among the VM's waiters. `busy_tick`:
-    /// the first waiter — tick fast until none is left.
+    /// is now among the VM's waiters. `busy_tick`: the first waiter — tick at
+    /// [`crate::vm::Tick::BUSY`] until none is left.
     Wait { busy_tick: bool },
 }
 
 /// The decision and its side effects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
+    /// Client copies of identity headers: removed before anything else, whatever the action.
+    pub forged: Vec<String>,
     pub action: Action,
     /// Counters to bump, with the pool when known.
-    pub counters: Vec<(Counter, Option<usize>)>,
+    pub counters: Vec<Count>,
     /// Filter-state properties to publish (only those `filter_state` turns on).
     pub properties: Vec<(&'static str, Cow<'static, str>)>,
     /// Why the request was refused, for the debug log (never the token): described only when
@@ -94,17 +107,40 @@ pub struct Decision {
     pub refused: Option<Refused>,
 }
 
-/// Decides a request whose client copies of identity headers were already removed.
+impl Decision {
+    /// Every change to the request's headers, in the order to apply them (`None`: remove):
+    /// the client's copies of identity headers first, then, when the request goes on, the
+    /// claim headers and the other changes.
+    pub fn header_changes(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        let forged = self.forged.iter().map(|name| (name.as_str(), None));
+        let (claims, others) = match &self.action {
+            Action::Continue {
+                claim_headers,
+                headers,
+            } => (claim_headers.as_deref().unwrap_or_default(), &headers[..]),
+            _ => (&[][..], &[][..]),
+        };
+        let claims = claims.iter().map(|(n, v)| (n.as_str(), Some(v.as_str())));
+        let others = others.iter().map(|(n, v)| (n.as_str(), v.as_deref()));
+        forged.chain(claims).chain(others)
+    }
+}
+
+/// Decides a request. Client copies of identity headers (in any spelling, on every route)
+/// are set aside first: nothing below sees them, and the decision lists them in `forged`.
 /// `clock`: the time in milliseconds, read only when a token must be checked.
 pub fn authorize<S: SharedData>(
     vm: &mut VmState<S>,
-    headers: &RequestHeaders,
+    mut headers: RequestHeaders,
     clock: impl Fn() -> u64,
     attempt: Attempt,
     crypto: &impl SignatureBackend,
 ) -> Decision {
     let config = Rc::clone(&vm.config);
+    let forged = strip_forged(&mut headers, &config.protected_headers);
+    let headers = &headers;
     let out = Decision {
+        forged,
         action: Action::Continue {
             claim_headers: None,
             headers: Vec::new(),
@@ -377,9 +413,9 @@ fn verify<S: SharedData>(
         generation,
         kid_refetched,
     });
-    let busy_tick = !vm.busy_tick;
-    vm.busy_tick = true;
-    Step::Wait { busy_tick }
+    Step::Wait {
+        busy_tick: vm.tick_busy(),
+    }
 }
 
 /// The revocation check of a verified token against its pool's source, if it has one:
@@ -440,9 +476,9 @@ fn revocation<S: SharedData>(
                 generation,
                 kid_refetched: attempt.kid_refetched,
             });
-            let busy_tick = !vm.busy_tick;
-            vm.busy_tick = true;
-            Step::Wait { busy_tick }
+            Step::Wait {
+                busy_tick: vm.tick_busy(),
+            }
         }
     }
 }
@@ -747,7 +783,7 @@ mod tests {
             all.extend(headers.iter().map(|(n, v)| (n.to_string(), v.to_string())));
             let headers = RequestHeaders::new(all);
             let now = self.now_ms;
-            authorize(&mut self.vm, &headers, || now, attempt, &NoHostCrypto)
+            authorize(&mut self.vm, headers, || now, attempt, &NoHostCrypto)
         }
 
         fn get(&mut self, path: &str, token: &str) -> Decision {
@@ -1078,6 +1114,51 @@ mod tests {
     }
 
     #[test]
+    fn forged_identity_headers_are_removed_whatever_the_decision() {
+        let mut w = world(json!({}));
+        w.keys_published(&jwks(&[(key_a(), "a")]));
+        let bearer = format!("Bearer {}", token(key_a(), "a", "alice", &[]));
+        let forged = [("X_Cognito_Sub", "admin"), ("x-cognito-sub", "admin")];
+        let mut with_token = forged.to_vec();
+        with_token.push(("authorization", &bearer));
+        for (path, headers, expected) in [
+            ("/healthz", &forged[..], 200),
+            ("/x", &forged[..], 401),
+            ("/x", &with_token[..], 200),
+            ("/admin", &with_token[..], 403),
+        ] {
+            let d = w.decide(path, headers, Attempt::first(1));
+            assert_eq!(status(&d), expected, "{path}");
+            assert_eq!(d.forged, ["X_Cognito_Sub", "x-cognito-sub"], "{path}");
+        }
+        // The allowed request gets the verified value, not the client's.
+        let d = w.decide("/x", &with_token, Attempt::first(1));
+        let Action::Continue { claim_headers, .. } = &d.action else {
+            panic!("{d:?}")
+        };
+        assert_eq!(
+            claim_headers.as_deref(),
+            Some(&[("x-cognito-sub".to_string(), "sub-alice".to_string())][..])
+        );
+        assert_eq!(
+            d.header_changes().collect::<Vec<_>>(),
+            [
+                ("X_Cognito_Sub", None),
+                ("x-cognito-sub", None),
+                ("x-cognito-sub", Some("sub-alice"))
+            ],
+            "removed first, then set: the verified value is the one that stays"
+        );
+        let refused = w.decide("/admin", &with_token, Attempt::first(1));
+        assert_eq!(refused.header_changes().count(), 2, "only the removals");
+        // Nothing to remove when the client sent none.
+        assert!(w
+            .get("/x", &token(key_a(), "a", "alice", &[]))
+            .forged
+            .is_empty());
+    }
+
+    #[test]
     fn cors_preflight_continues_without_a_token() {
         let mut w = world(json!({}));
         let mut all = vec![
@@ -1091,7 +1172,7 @@ mod tests {
         ];
         let d = authorize(
             &mut w.vm,
-            &RequestHeaders::new(all.clone()),
+            RequestHeaders::new(all.clone()),
             || NOW_MS,
             Attempt::first(1),
             &NoHostCrypto,
@@ -1103,7 +1184,7 @@ mod tests {
         all.pop();
         let d = authorize(
             &mut w.vm,
-            &RequestHeaders::new(all),
+            RequestHeaders::new(all),
             || NOW_MS,
             Attempt::first(1),
             &NoHostCrypto,
@@ -1237,7 +1318,7 @@ mod revocation_tests {
         ]);
         authorize(
             vm,
-            &headers,
+            headers,
             || now_ms,
             Attempt::first(context),
             &NoHostCrypto,

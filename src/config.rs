@@ -543,6 +543,31 @@ impl Config {
     pub fn pool_for_issuer(&self, iss: &str) -> Option<usize> {
         self.pools.iter().position(|p| p.issuer == iss)
     }
+
+    /// The pools and where their keys and revocations come from, for the start-up log.
+    pub fn summary(&self) -> String {
+        let pools: Vec<String> = self
+            .pools
+            .iter()
+            .map(|p| {
+                let revocations = p
+                    .revocations
+                    .and_then(|i| self.revocation_sources.get(i).map(|src| (i, src)))
+                    .map(|(i, src)| {
+                        format!(
+                            ", revocations #{i} via cluster {} ({:?} when unavailable)",
+                            src.cluster, src.on_unavailable
+                        )
+                    })
+                    .unwrap_or_default();
+                format!(
+                    "{} (iss {}, jwks via cluster {}{revocations})",
+                    p.name, p.issuer, p.jwks_cluster
+                )
+            })
+            .collect();
+        format!("{} pool(s): {}", self.pools.len(), pools.join("; "))
+    }
 }
 
 fn bounded(value: u64, min: u64, max: u64, key: &str) -> Result<u64, ConfigError> {
@@ -968,6 +993,22 @@ mod tests {
         assert_eq!(c.revocation_sources.len(), 2);
         assert_eq!(c.revocation_sources[1].location.path, "/other");
         assert!(parse(MINIMAL).unwrap().revocation_sources.is_empty());
+    }
+
+    #[test]
+    fn summary_names_each_pool_its_issuer_cluster_and_revocation_source() {
+        let c = parse(
+            r#"{"user_pools":[
+              {"user_pool_id":"us-east-1_A","jwks_cluster":"c","revocations":{"cluster":"r","uri":"https://h/doc"}},
+              {"user_pool_id":"us-east-1_B","name":"b","jwks_cluster":"d"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.summary(),
+            "2 pool(s): us-east-1_A (iss https://cognito-idp.us-east-1.amazonaws.com/us-east-1_A, \
+             jwks via cluster c, revocations #0 via cluster r (Deny when unavailable)); \
+             b (iss https://cognito-idp.us-east-1.amazonaws.com/us-east-1_B, jwks via cluster d)"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use serde_json::Value;
 
 use crate::config::ClaimHeader;
+use crate::request::RequestHeaders;
 use crate::verify::VerifiedToken;
 
 /// A header name as servers that map headers to variables read it: case folded and `_`
@@ -38,6 +39,19 @@ pub fn forged_headers<'a>(
         if hit && !forged.contains(&name) {
             forged.push(name);
         }
+    }
+    forged
+}
+
+/// Removes the client's copies of identity headers from `headers` ([`forged_headers`]) and
+/// returns their names as sent, for the glue to remove upstream.
+pub fn strip_forged(headers: &mut RequestHeaders, protected: &[String]) -> Vec<String> {
+    let forged: Vec<String> = forged_headers(headers.names(), protected)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    if !forged.is_empty() {
+        headers.remove(|name| forged.iter().any(|f| f == name));
     }
     forged
 }

@@ -19,6 +19,27 @@ pub struct FetchRequest {
     pub timeout_ms: u64,
 }
 
+impl FetchRequest {
+    /// The callout's request headers.
+    pub fn headers(&self) -> Vec<(&str, &str)> {
+        vec![
+            (":method", "GET"),
+            (":path", &self.path),
+            (":authority", &self.authority),
+            ("accept", "application/json"),
+            ("user-agent", "cognito-authorizer"),
+        ]
+    }
+}
+
+/// For the log: `via cluster <cluster>: <authority><path>`.
+impl std::fmt::Display for FetchRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (cluster, authority, path) = (&self.cluster, &self.authority, &self.path);
+        write!(f, "via cluster {cluster}: {authority}{path}")
+    }
+}
+
 /// What a JWKS callout answer did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FetchResult {

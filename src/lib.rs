@@ -4,12 +4,14 @@
 //! authorizer does for an API: a request reaches the upstream only with a valid Cognito JWT,
 //! otherwise Envoy answers it locally (401, 403, 503) with API Gateway's bodies.
 //!
-//! Request flow (`filter::http`):
-//! 1. strip client copies of identity headers; 2. first matching route rule (`rules`):
-//!    `allow` continues; 3. extract the token (`extract`); 4. cached? (`cache`) else check it
-//!    without keys (`verify::inspect`), get the pool's keys (`keys`, `jwks`) and verify the
-//!    signature (`verify::verify_signature`); 5. the route's requirements (`rules`);
-//!    6. claim headers (`identity`) and continue. Any refusal is answered by `decision`.
+//! Request flow (`authorize`, called by `filter::http` with the headers it read):
+//! 1. set client copies of identity headers aside (`identity`); 2. the strictest route rule
+//!    over every reading of the path (`rules`, `path`): `allow` continues; 3. extract the
+//!    token (`extract`); 4. cached? (`cache`) else check it without keys (`verify::inspect`),
+//!    get the pool's keys (`keys`, `jwks`, fetched by `fetch`) and verify the signature
+//!    (`verify::verify_signature`, `signature`); 5. the route's requirements (`rules`) and
+//!    revocations (`revocation`); 6. claim headers (`identity`) and continue. Any refusal is
+//!    answered by `decision`.
 //!
 //! Everything except `filter` is pure logic with no proxy-wasm dependency, unit tested natively.
 
@@ -31,6 +33,7 @@ pub mod config;
 pub mod decision;
 pub mod error;
 pub mod extract;
+pub mod fetch;
 pub mod identity;
 pub mod jwks;
 pub mod key_fetch;

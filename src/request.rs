@@ -31,6 +31,20 @@ impl RequestHeaders {
         RequestHeaders { entries }
     }
 
+    /// Headers as the host gives them: values are bytes and may carry obs-text (0x80-0xFF)
+    /// that is not UTF-8. Invalid bytes become U+FFFD, so a token carrying them is simply
+    /// invalid (never a panic, which would take the VM down).
+    pub fn from_bytes(entries: Vec<(String, Vec<u8>)>) -> Self {
+        let entries = entries
+            .into_iter()
+            .map(|(name, value)| match String::from_utf8(value) {
+                Ok(value) => (name, value),
+                Err(e) => (name, String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            })
+            .collect();
+        RequestHeaders { entries }
+    }
+
     /// The first value of `name`.
     pub fn first<'a>(&'a self, name: &'a str) -> Option<&'a str> {
         self.values(name).next()
@@ -85,5 +99,15 @@ mod tests {
         assert_eq!(h.method(), "GET");
         assert_eq!(h.path(), "/x?y");
         assert_eq!(h.values("absent").count(), 0);
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_become_replacement_characters() {
+        let h = RequestHeaders::from_bytes(vec![
+            ("authorization".into(), b"Bearer a\xffb".to_vec()),
+            ("x-plain".into(), b"caf\xc3\xa9".to_vec()),
+        ]);
+        assert_eq!(h.first("authorization"), Some("Bearer a\u{fffd}b"));
+        assert_eq!(h.first("x-plain"), Some("caf\u{e9}"));
     }
 }

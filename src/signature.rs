@@ -6,7 +6,8 @@
 //! (ES256/384, with the JOSE `r‖s` signature converted to DER).
 //!
 //! This module holds the pure parts: the DER public keys (built once per key at key-load
-//! time), the signature conversion, and the protobuf messages of Envoy's function
+//! time), the signature conversion, the host's start-up self-test ([`HostSupport`]) and
+//! the protobuf messages of Envoy's function
 //! (`VerifySignatureArguments{hash_function=1, public_key=2, signature=3, text=4}`,
 //! `VerifySignatureResult{result=1, error=2}`). The glue performs the call.
 
@@ -231,6 +232,107 @@ pub fn decode_verify_result(bytes: &[u8]) -> Option<bool> {
     Some(result)
 }
 
+/// The key kinds a host backend passed its known-answer self-test for: only those are
+/// checked by the host, the others by the module.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostSupport {
+    pub rsa: bool,
+    pub ec: bool,
+}
+
+impl HostSupport {
+    /// Runs the self-test through `verify` (the host's function): it must accept each known
+    /// signature and refuse it with one bit flipped. A host without the function (another
+    /// proxy, an older Envoy) or one that answers wrongly is not used.
+    pub fn detect(verify: impl Fn(&HostCheck<'_>) -> Option<bool>) -> HostSupport {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        let b64 = |s: &str| URL_SAFE_NO_PAD.decode(s).unwrap_or_default();
+        let passes = |key: Option<HostKey>, signature: Vec<u8>| {
+            let Some(key) = key else { return false };
+            let check = |signature: &[u8]| {
+                verify(&HostCheck {
+                    hash: "sha256",
+                    key: &key,
+                    signature,
+                    text: self_test::MESSAGE,
+                })
+            };
+            let mut flipped = signature.clone();
+            if let Some(last) = flipped.last_mut() {
+                *last ^= 1;
+            }
+            check(&signature) == Some(true) && check(&flipped) == Some(false)
+        };
+        let rsa_key = rsa_host_key(&b64(self_test::RSA_N), &b64(self_test::RSA_E));
+        let mut point = vec![4];
+        point.extend(b64(self_test::EC_X));
+        point.extend(b64(self_test::EC_Y));
+        let ec_signature = ecdsa_signature_to_der(&b64(self_test::EC_SIG), HostKeyKind::EcP256);
+        HostSupport {
+            rsa: passes(Some(rsa_key), b64(self_test::RSA_SIG)),
+            ec: passes(
+                ec_host_key(HostKeyKind::EcP256, &point),
+                ec_signature.unwrap_or_default(),
+            ),
+        }
+    }
+
+    /// Whether the host checks keys of this kind.
+    pub fn checks(self, kind: HostKeyKind) -> bool {
+        match kind {
+            HostKeyKind::Rsa => self.rsa,
+            HostKeyKind::EcP256 | HostKeyKind::EcP384 => self.ec,
+        }
+    }
+
+    /// Who checks which signatures, for the start-up log.
+    pub fn summary(self) -> String {
+        let by = |host: bool| if host { "host crypto" } else { "the module" };
+        let ecdsa = if Algorithm::ES256.is_built_in() {
+            format!("by {}", by(self.ec))
+        } else {
+            "not built in".to_string()
+        };
+        format!(
+            "RSA by {}, ECDSA {ecdsa}, others by the module (built in: {})",
+            by(self.rsa),
+            Algorithm::built_in_names()
+        )
+    }
+}
+
+/// A host's signature function (`verify`) as a backend: asked only about the key kinds its
+/// self-test passed; the module verifies the others.
+#[derive(Debug, Clone, Copy)]
+pub struct HostBackend<F> {
+    pub support: HostSupport,
+    verify: F,
+}
+
+impl<F: Fn(&HostCheck<'_>) -> Option<bool>> HostBackend<F> {
+    /// Self-tests `verify` when `use_host` (configuration `signature_backend: auto`);
+    /// otherwise the host is never asked.
+    pub fn new(verify: F, use_host: bool) -> Self {
+        let support = if use_host {
+            HostSupport::detect(&verify)
+        } else {
+            HostSupport::default()
+        };
+        HostBackend { support, verify }
+    }
+}
+
+impl<F: Fn(&HostCheck<'_>) -> Option<bool>> SignatureBackend for HostBackend<F> {
+    fn verify(&self, check: &HostCheck<'_>) -> Option<bool> {
+        if self.support.checks(check.key.kind) {
+            (self.verify)(check)
+        } else {
+            None
+        }
+    }
+}
+
 /// Known answers for the start-up self-test of a host backend: a key, a message and a valid
 /// signature per kind (generated once with OpenSSL). The host is used only if it accepts
 /// these and refuses them with one bit flipped.
@@ -316,6 +418,105 @@ mod tests {
         );
         assert_eq!(decode_verify_result(&[0x08, 0x01, 0x12, 0x09, b'x']), None);
         assert_eq!(decode_verify_result(&[0x0d, 0, 0, 0, 0]), None);
+    }
+
+    /// A host that checks signatures correctly, as far as the self-test can tell: it
+    /// accepts exactly the known signatures (`rsa`/`ec`: whether it offers that kind).
+    fn honest_host(rsa: bool, ec: bool) -> impl Fn(&HostCheck<'_>) -> Option<bool> {
+        let rsa_sig = b64(self_test::RSA_SIG);
+        let ec_sig = ecdsa_signature_to_der(&b64(self_test::EC_SIG), HostKeyKind::EcP256).unwrap();
+        move |check: &HostCheck<'_>| match check.key.kind {
+            HostKeyKind::Rsa => rsa.then(|| check.signature == rsa_sig.as_slice()),
+            _ => ec.then(|| check.signature == ec_sig.as_slice()),
+        }
+    }
+
+    #[test]
+    fn self_test_uses_a_host_that_accepts_good_and_refuses_flipped_signatures() {
+        let support = HostSupport::detect(honest_host(true, true));
+        assert_eq!(
+            support,
+            HostSupport {
+                rsa: true,
+                ec: true
+            }
+        );
+        assert!(support.checks(HostKeyKind::EcP384));
+    }
+
+    #[test]
+    fn self_test_uses_the_host_only_for_the_kinds_it_offers() {
+        let support = HostSupport::detect(honest_host(true, false));
+        assert_eq!(
+            support,
+            HostSupport {
+                rsa: true,
+                ec: false
+            }
+        );
+        assert!(support.checks(HostKeyKind::Rsa));
+        assert!(!support.checks(HostKeyKind::EcP256));
+        assert!(support.summary().starts_with("RSA by host crypto, ECDSA "));
+    }
+
+    #[test]
+    fn self_test_refuses_a_host_without_the_function() {
+        assert_eq!(HostSupport::detect(|_| None), HostSupport::default());
+    }
+
+    #[test]
+    fn self_test_refuses_a_host_that_accepts_every_signature() {
+        assert_eq!(HostSupport::detect(|_| Some(true)), HostSupport::default());
+        assert_eq!(HostSupport::detect(|_| Some(false)), HostSupport::default());
+    }
+
+    #[test]
+    fn a_host_backend_is_asked_only_about_the_kinds_it_passed() {
+        let asked = std::cell::Cell::new(0);
+        let host = honest_host(true, false);
+        let backend = HostBackend::new(
+            |check: &HostCheck<'_>| {
+                asked.set(asked.get() + 1);
+                host(check)
+            },
+            true,
+        );
+        let self_test_calls = asked.get();
+        let rsa = rsa_host_key(&b64(self_test::RSA_N), &b64(self_test::RSA_E));
+        let mut point = vec![4];
+        point.extend(b64(self_test::EC_X));
+        point.extend(b64(self_test::EC_Y));
+        let ec = ec_host_key(HostKeyKind::EcP256, &point).unwrap();
+        let check = |key| HostCheck {
+            hash: "sha256",
+            key,
+            signature: &[1, 2, 3],
+            text: b"t",
+        };
+        assert_eq!(backend.verify(&check(&rsa)), Some(false));
+        assert_eq!(backend.verify(&check(&ec)), None, "the module decides");
+        assert_eq!(asked.get(), self_test_calls + 1);
+        let off = HostBackend::new(|_: &HostCheck<'_>| Some(true), false);
+        assert_eq!(off.support, HostSupport::default());
+        assert_eq!(off.verify(&check(&rsa)), None);
+    }
+
+    #[test]
+    fn self_test_checks_sha256_over_the_known_message() {
+        let seen = std::cell::RefCell::new(Vec::new());
+        HostSupport::detect(|check| {
+            seen.borrow_mut().push((check.hash, check.text.to_vec()));
+            None
+        });
+        let seen = seen.into_inner();
+        assert_eq!(
+            seen.len(),
+            2,
+            "one check per kind, stopping at the first non-answer"
+        );
+        assert!(seen
+            .iter()
+            .all(|(hash, text)| *hash == "sha256" && text == self_test::MESSAGE));
     }
 
     #[test]

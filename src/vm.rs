@@ -5,8 +5,9 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::time::Duration;
 
-use log::{debug, warn};
+use log::{debug, error, info, warn};
 
 use crate::cache::TokenCache;
 use crate::config::Config;
@@ -25,8 +26,8 @@ pub struct VmState<S> {
     pub sources: Vec<SourceSlot<S>>,
     pub cache: TokenCache<Rc<CachedToken>>,
     pub waiters: Vec<Waiter>,
-    /// The root ticks fast while requests wait (the glue's busy tick).
-    pub busy_tick: bool,
+    /// The root context's tick period, as last set ([`Tick`]).
+    pub tick: Tick,
     /// This VM's identity as a fetch-lease holder (never 0: "unknown holder").
     pub vm_id: u64,
     /// Pools whose usable key count changed since the glue last looked (for the gauge).
@@ -98,6 +99,31 @@ impl<S: SharedData + Clone> SourceSlot<S> {
     }
 }
 
+/// The root context's tick: it drives refreshes, retries, picking up what other VMs
+/// published, and the deadlines of waiting requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tick {
+    /// Right after configuration: [`Tick::FIRST`], so that the first fetch starts at once.
+    /// Not in on_configure itself: Envoy configures a throw-away root context first, whose
+    /// callouts are cancelled with it (seen on Envoy 1.40: the lease then blocked every worker
+    /// for 2 x the timeout).
+    First,
+    /// Nothing waits: [`Tick::IDLE`] ([`Tick::IDLE_REVOCATIONS`] with revocation sources).
+    Idle,
+    /// Requests wait: [`Tick::BUSY`] bounds how late a deadline or a due refetch is seen.
+    Busy,
+}
+
+impl Tick {
+    pub const FIRST: Duration = Duration::from_millis(1);
+    pub const IDLE: Duration = Duration::from_millis(1000);
+    /// With revocation sources: a due refresh starts at most this late, and the other
+    /// workers install the new document at most this long after it was published, so a
+    /// revocation is in force on every worker within `refresh_seconds` + 1 s.
+    pub const IDLE_REVOCATIONS: Duration = Duration::from_millis(500);
+    pub const BUSY: Duration = Duration::from_millis(50);
+}
+
 /// What the cache keeps for a verified token: the token's facts and the claim headers it
 /// yields, computed once.
 #[derive(Debug)]
@@ -151,7 +177,7 @@ impl<S: SharedData + Clone> VmState<S> {
                 .collect(),
             cache: TokenCache::new(config.token_cache_size),
             waiters: Vec::new(),
-            busy_tick: false,
+            tick: Tick::First,
             vm_id: vm_id | 1,
             key_counts: Vec::new(),
             config: Rc::new(config),
@@ -160,6 +186,30 @@ impl<S: SharedData + Clone> VmState<S> {
 }
 
 impl<S: SharedData + Clone> VmState<S> {
+    /// Configures a VM from the plugin configuration `raw`, or logs the one line naming the
+    /// key at fault and returns `None` (the host then refuses the filter: fail closed).
+    /// Logs the configuration's warnings and what it configured. The VM starts at once with
+    /// the keys and documents other VMs (or this one before a reload) published; the first
+    /// fetches start on the first tick ([`Tick::First`]).
+    pub fn configure(raw: &[u8], store: S, vm_id: u64, now_ms: u64) -> Option<Self> {
+        let (config, warnings) = match Config::parse(raw) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                error!("{e}");
+                return None;
+            }
+        };
+        for w in &warnings {
+            warn!("{w}");
+        }
+        let version = env!("CARGO_PKG_VERSION");
+        info!("version {version}: configured {}", config.summary());
+        let mut vm = VmState::new(config, store, vm_id);
+        vm.start(now_ms);
+        vm.start_sources(now_ms);
+        Some(vm)
+    }
+
     /// Brings one revocation source up to date with shared data: a document another VM
     /// published is parsed and installed (only when its bytes changed: the stamp carries
     /// their digest); the schedule is observed. Called on the tick, never inside a request:
@@ -300,8 +350,141 @@ impl<S: SharedData> VmState<S> {
         due
     }
 
+    /// The idle tick period of this VM's configuration.
+    pub fn idle_tick(&self) -> Duration {
+        if self.sources.is_empty() {
+            Tick::IDLE
+        } else {
+            Tick::IDLE_REVOCATIONS
+        }
+    }
+
+    /// A request starts waiting: true when the tick must speed up to [`Tick::BUSY`] now.
+    pub fn tick_busy(&mut self) -> bool {
+        std::mem::replace(&mut self.tick, Tick::Busy) != Tick::Busy
+    }
+
+    /// A tick came: the first one switches to the idle period (unless requests already
+    /// wait). Returns the new period when it changes.
+    pub fn ticked(&mut self) -> Option<Duration> {
+        (self.tick == Tick::First).then(|| {
+            self.tick = Tick::Idle;
+            self.idle_tick()
+        })
+    }
+
+    /// Waiters were woken: back to the idle period once none is left. Returns the new
+    /// period when it changes.
+    pub fn settle_tick(&mut self) -> Option<Duration> {
+        (self.tick == Tick::Busy && self.waiters.is_empty()).then(|| {
+            self.tick = Tick::Idle;
+            self.idle_tick()
+        })
+    }
+
     /// Forgets a request (it ended, or was answered).
     pub fn forget_waiter(&mut self, context_id: u32) {
         self.waiters.retain(|w| w.context_id != context_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shared_keys::tests::FakeSharedData;
+
+    fn vm(json: &str) -> VmState<FakeSharedData> {
+        let config = Config::parse(json.as_bytes()).unwrap().0;
+        VmState::new(config, FakeSharedData::default(), 1)
+    }
+
+    const PLAIN: &str =
+        r#"{"user_pools":[{"user_pool_id":"us-east-1_AbCdEf123","jwks_cluster":"c"}]}"#;
+
+    fn waiter(context_id: u32) -> Waiter {
+        Waiter {
+            context_id,
+            pool: 0,
+            deadline_ms: 10,
+            generation: 0,
+            kid_refetched: false,
+        }
+    }
+
+    #[test]
+    fn a_configuration_error_configures_nothing() {
+        let store = FakeSharedData::default();
+        assert!(VmState::configure(b"{}", store.clone(), 1, 0).is_none());
+        assert!(VmState::configure(b"not json", store.clone(), 1, 0).is_none());
+        assert!(VmState::configure(PLAIN.as_bytes(), store, 1, 0).is_some());
+    }
+
+    #[test]
+    fn a_vm_configured_after_another_uses_the_keys_it_published() {
+        let store = FakeSharedData::default();
+        let mut first = VmState::configure(PLAIN.as_bytes(), store.clone(), 1, 0).unwrap();
+        assert_eq!(first.claim_due(0).len(), 1, "the first VM fetches");
+        let key = jwt_simple::prelude::RS256KeyPair::generate(2048).unwrap();
+        let jwk = crate::jwks::tests::rsa_jwk(&key, "k1", Some("RS256"));
+        let body = serde_json::json!({ "keys": [jwk] })
+            .to_string()
+            .into_bytes();
+        let body = &body[..];
+        let answer = crate::key_fetch::CalloutAnswer {
+            status: Some("200"),
+            body_size: body.len(),
+        };
+        let fetch = crate::fetch::Fetch::Jwks(0);
+        let counted = first.take_answer(fetch, 5, answer, body, 0, || 5);
+        assert_eq!(counted, (crate::metrics::Counter::JwksFetchOk, Some(0)));
+        let second = VmState::configure(PLAIN.as_bytes(), store, 2, 10).unwrap();
+        assert_eq!(
+            second.pools[0].keys.fetched_at_ms(),
+            first.pools[0].keys.fetched_at_ms()
+        );
+        assert!(second.pools[0].keys.keys().is_some());
+    }
+
+    #[test]
+    fn the_first_tick_switches_to_the_idle_period_once() {
+        let mut vm = vm(PLAIN);
+        assert_eq!(vm.ticked(), Some(Tick::IDLE));
+        assert_eq!(vm.ticked(), None);
+        assert_eq!(vm.settle_tick(), None, "already idle");
+    }
+
+    #[test]
+    fn revocation_sources_tick_twice_as_often_when_idle() {
+        let mut vm = vm(
+            r#"{"user_pools":[{"user_pool_id":"us-east-1_AbCdEf123","jwks_cluster":"c",
+            "revocations":{"cluster":"r","uri":"http://r/doc.json"}}]}"#,
+        );
+        assert_eq!(vm.ticked(), Some(Tick::IDLE_REVOCATIONS));
+    }
+
+    #[test]
+    fn only_the_first_waiter_speeds_the_tick_up_and_the_last_one_slows_it_down() {
+        let mut vm = vm(PLAIN);
+        vm.ticked();
+        assert!(vm.tick_busy());
+        vm.waiters.push(waiter(1));
+        assert!(!vm.tick_busy(), "already busy");
+        vm.waiters.push(waiter(2));
+        assert_eq!(vm.settle_tick(), None, "requests still wait");
+        vm.forget_waiter(1);
+        assert_eq!(vm.settle_tick(), None, "one still waits");
+        assert_eq!(vm.due_waiters(10).len(), 1);
+        assert_eq!(vm.settle_tick(), Some(Tick::IDLE));
+        assert_eq!(vm.settle_tick(), None);
+    }
+
+    #[test]
+    fn a_request_waiting_before_the_first_tick_keeps_the_busy_period() {
+        let mut vm = vm(PLAIN);
+        assert!(vm.tick_busy());
+        vm.waiters.push(waiter(1));
+        assert_eq!(vm.ticked(), None);
+        vm.forget_waiter(1);
+        assert_eq!(vm.settle_tick(), Some(Tick::IDLE));
     }
 }

@@ -1,9 +1,6 @@
 //! One request: read it, let the core decide (`authorize`), carry the decision out. The
 //! root context calls [`decide`] again for a request that waited for keys.
 
-use std::rc::Rc;
-use std::time::Duration;
-
 use log::debug;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action as HostAction;
@@ -11,11 +8,8 @@ use proxy_wasm::types::Action as HostAction;
 use super::host::{self, request_headers, set_property, set_request_header};
 use super::SharedState;
 use crate::authorize::{authorize, Action, Attempt, Decision};
-use crate::identity::forged_headers;
 use crate::request::RequestHeaders;
-
-/// Tick while requests wait for keys: bounds how late a deadline or a due refetch is seen.
-pub const BUSY_TICK: Duration = Duration::from_millis(50);
+use crate::vm::Tick;
 
 pub struct Filter {
     context_id: u32,
@@ -50,24 +44,13 @@ impl Drop for Filter {
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> HostAction {
         host::take_host_calls();
-        let mut headers = request_headers();
+        let headers = request_headers();
         #[cfg(feature = "fault-injection")]
         #[allow(clippy::panic)]
         if headers.first("x-cognito-authorizer-fault") == Some("panic") {
             panic!("fault injection: x-cognito-authorizer-fault: panic");
         }
-        let config = Rc::clone(&self.state.borrow().core.config);
-        // Always, even on anonymous routes, and in every spelling (`x_cognito_sub` is
-        // `x-cognito-sub` to CGI-style servers): no client may forge identity headers.
-        let forged: Vec<String> = forged_headers(headers.names(), &config.protected_headers)
-            .into_iter()
-            .map(str::to_string)
-            .collect();
-        for name in &forged {
-            set_request_header(name, None);
-        }
-        headers.remove(|name| forged.iter().any(|f| f == name));
-        let action = decide(&self.state, Attempt::first(self.context_id), &headers);
+        let action = decide(&self.state, Attempt::first(self.context_id), headers);
         // The per-request budget (README "Benchmarks"), for the tests that check it.
         debug!("host calls: {}", host::take_host_calls());
         action
@@ -76,7 +59,7 @@ impl HttpContext for Filter {
 
 /// Decides the host's current request and carries the decision out. `Continue`: let it
 /// through (headers already changed). `Pause`: answered locally, or waiting for keys.
-pub fn decide(state: &SharedState, attempt: Attempt, headers: &RequestHeaders) -> HostAction {
+pub fn decide(state: &SharedState, attempt: Attempt, headers: RequestHeaders) -> HostAction {
     let decision = {
         let mut guard = state.borrow_mut();
         let vm = &mut *guard;
@@ -96,9 +79,12 @@ pub fn decide(state: &SharedState, attempt: Attempt, headers: &RequestHeaders) -
 fn apply(state: &SharedState, decision: Decision) -> HostAction {
     {
         let vm = state.borrow();
-        for (counter, pool) in &decision.counters {
-            vm.metrics.count(*counter, *pool);
+        for count in &decision.counters {
+            vm.metrics.count(*count);
         }
+    }
+    for (name, value) in decision.header_changes() {
+        set_request_header(name, value);
     }
     if let Some(refused) = &decision.refused {
         // Described only when debug lines are printed (the macro evaluates nothing else).
@@ -108,18 +94,7 @@ fn apply(state: &SharedState, decision: Decision) -> HostAction {
         set_property(name, value);
     }
     match decision.action {
-        Action::Continue {
-            claim_headers,
-            headers,
-        } => {
-            for (name, value) in claim_headers.iter().flat_map(|c| c.iter()) {
-                set_request_header(name, Some(value));
-            }
-            for (name, value) in &headers {
-                set_request_header(name, value.as_deref());
-            }
-            HostAction::Continue
-        }
+        Action::Continue { .. } => HostAction::Continue,
         Action::Reply {
             status,
             body,
@@ -129,9 +104,7 @@ fn apply(state: &SharedState, decision: Decision) -> HostAction {
             HostAction::Pause
         }
         Action::Wait { busy_tick } => {
-            if busy_tick {
-                host::set_tick_period(BUSY_TICK);
-            }
+            host::set_tick_period(busy_tick.then_some(Tick::BUSY));
             HostAction::Pause
         }
     }

@@ -1,11 +1,10 @@
 //! The proxy-wasm glue: the only code that talks to the host. It decides nothing: it reads
-//! the request, the clock and callout results, hands them to the pure core
-//! (`authorize`, `vm`, `keys`, `shared_keys`) and carries out what the core decided.
+//! the request, the clock and callout results, hands them to the pure core (`authorize`,
+//! `fetch`, `vm`) and carries out what the core decided.
 //!
-//! - `root`: configuration, JWKS and revocation-document fetches and refreshes, waking the
-//!   requests that wait for them.
+//! - `root`: configuration; on each tick, shared data, due fetches and waiting requests.
 //! - `http`: one request: read, decide (`authorize`), apply.
-//! - `host`: metrics, properties, clock, request headers — small wrappers over host calls.
+//! - `host`: metrics, properties, clock, headers, host crypto — counted host calls.
 //! - `shared`: the host's shared data behind the pure `shared_keys` protocol.
 
 mod host;
