@@ -3,7 +3,6 @@
 //! carries out — headers to change, a local reply, or a wait for keys — with the counters
 //! to bump and the filter-state properties to publish.
 
-use std::borrow::Cow;
 use std::cell::Cell;
 use std::rc::Rc;
 
@@ -22,7 +21,7 @@ use crate::rules::{check_all, route, RequestFacts, Route};
 use crate::shared_keys::SharedData;
 use crate::signature::SignatureBackend;
 use crate::verify::{inspect, payload_segment, verify_signature, VerifiedToken};
-use crate::vm::{CachedToken, VmState, Waiter};
+use crate::vm::{CachedToken, TokenIdentity, VmState, Waiter};
 
 /// Filter-state property names (README "Identity for the upstream"), readable in access
 /// logs as `%FILTER_STATE(wasm.<name>:PLAIN)%`.
@@ -32,6 +31,25 @@ pub mod property {
     pub const POOL: &str = "cognito_authorizer.pool";
     pub const SUB: &str = "cognito_authorizer.sub";
     pub const CLIENT_ID: &str = "cognito_authorizer.client_id";
+}
+
+/// A property's value: static text, or text shared with the cache entry (no copy per
+/// request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Text {
+    Static(&'static str),
+    Shared(Rc<str>),
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            Text::Static(text) => text,
+            Text::Shared(text) => text,
+        }
+    }
 }
 
 /// Which attempt at deciding a request this is.
@@ -101,7 +119,7 @@ pub struct Decision {
     /// Counters to bump, with the pool when known.
     pub counters: Vec<Count>,
     /// Filter-state properties to publish (only those `filter_state` turns on).
-    pub properties: Vec<(&'static str, Cow<'static, str>)>,
+    pub properties: Vec<(&'static str, Text)>,
     /// Why the request was refused, for the debug log (never the token): described only when
     /// the log wants it ([`Refused::describe`]).
     pub refused: Option<Refused>,
@@ -277,12 +295,7 @@ impl Refused {
 
 /// Adds a filter-state property if the operator turned it on (`filter_state`): each one is a
 /// host call per request. `value` is only built for properties that are published.
-fn publish(
-    out: &mut Decision,
-    config: &Config,
-    name: &'static str,
-    value: impl FnOnce() -> Cow<'static, str>,
-) {
+fn publish(out: &mut Decision, config: &Config, name: &'static str, value: impl FnOnce() -> Text) {
     let short = name.strip_prefix("cognito_authorizer.").unwrap_or(name);
     if config.filter_state.contains(&short) {
         out.properties.push((name, value()));
@@ -362,6 +375,7 @@ fn verify<S: SharedData>(
                     let headers = claim_headers(&config.claims_to_headers, &token_claims);
                     let valid_until = token_claims.exp.saturating_add(config.clock_skew_seconds);
                     let cached = Rc::new(CachedToken {
+                        identity: TokenIdentity::of(&token_claims, config),
                         token: token_claims,
                         claim_headers: headers.into(),
                         revocation_passed: Cell::new(None),
@@ -494,17 +508,21 @@ fn refuse(
     let refusal = error.refusal();
     out.counters.push((refusal.counter(), refused.pool));
     publish(&mut out, config, property::REASON, || {
-        refusal.reason().into()
+        Text::Static(refusal.reason())
     });
     if let Some(p) = refused.pool.and_then(|p| config.pools.get(p)) {
-        publish(&mut out, config, property::POOL, || p.name.clone().into());
+        publish(&mut out, config, property::POOL, || {
+            Text::Shared(p.name.as_str().into())
+        });
     }
     // A 403 comes after a verified token: who was refused is known, and logged.
     if let Some(token) = token {
-        publish_identity(token, config, &mut out);
+        publish_identity(&TokenIdentity::of(token, config), config, &mut out);
     }
     if config.mode == Mode::Report {
-        publish(&mut out, config, property::DECISION, || "report".into());
+        publish(&mut out, config, property::DECISION, || {
+            Text::Static("report")
+        });
         let mut changes = vec![(
             DECISION_HEADER.to_string(),
             Some(refusal.reason().to_string()),
@@ -517,7 +535,9 @@ fn refuse(
         out.refused = Some(refused);
         return out;
     }
-    publish(&mut out, config, property::DECISION, || "deny".into());
+    publish(&mut out, config, property::DECISION, || {
+        Text::Static("deny")
+    });
     let scope_hint = if refusal == Refusal::Forbidden {
         refused.scope_hint.as_str()
     } else {
@@ -544,8 +564,10 @@ fn anonymous(
     reason: &'static str,
     mut out: Decision,
 ) -> Decision {
-    publish(&mut out, config, property::DECISION, || "anonymous".into());
-    publish(&mut out, config, property::REASON, || reason.into());
+    publish(&mut out, config, property::DECISION, || {
+        Text::Static("anonymous")
+    });
+    publish(&mut out, config, property::REASON, || Text::Static(reason));
     let mut changes = Vec::new();
     if config.mode == Mode::Report {
         changes.push((DECISION_HEADER.to_string(), Some(reason.to_string())));
@@ -574,14 +596,18 @@ fn allow(
     changes.extend(token_removals(config, headers, Some(&found.sources)));
     let token = &cached.token;
     out.counters.push((Counter::Allowed, Some(token.pool)));
-    publish(&mut out, config, property::DECISION, || "allow".into());
-    publish(&mut out, config, property::REASON, || {
-        decision::REASON_ALLOWED.into()
+    publish(&mut out, config, property::DECISION, || {
+        Text::Static("allow")
     });
-    if let Some(p) = config.pools.get(token.pool) {
-        publish(&mut out, config, property::POOL, || p.name.clone().into());
+    publish(&mut out, config, property::REASON, || {
+        Text::Static(decision::REASON_ALLOWED)
+    });
+    if let Some(pool) = &cached.identity.pool {
+        publish(&mut out, config, property::POOL, || {
+            Text::Shared(Rc::clone(pool))
+        });
     }
-    publish_identity(token, config, &mut out);
+    publish_identity(&cached.identity, config, &mut out);
     if config.mode == Mode::Report {
         changes.push((
             DECISION_HEADER.to_string(),
@@ -596,13 +622,13 @@ fn allow(
 }
 
 /// The verified token's subject and client, as filter state.
-fn publish_identity(token: &VerifiedToken, config: &Config, out: &mut Decision) {
-    if let Some(sub) = token.sub() {
-        publish(out, config, property::SUB, || sub.to_string().into());
+fn publish_identity(identity: &TokenIdentity, config: &Config, out: &mut Decision) {
+    if let Some(sub) = &identity.sub {
+        publish(out, config, property::SUB, || Text::Shared(Rc::clone(sub)));
     }
-    if let Some(client) = token.client_id() {
+    if let Some(client) = &identity.client_id {
         publish(out, config, property::CLIENT_ID, || {
-            client.to_string().into()
+            Text::Shared(Rc::clone(client))
         });
     }
 }
@@ -795,11 +821,7 @@ mod tests {
         fn rerun_the_waiter(&mut self, token: &str) -> Decision {
             let due = self.vm.due_waiters(self.now_ms);
             assert_eq!(due.len(), 1, "one waiter is due");
-            let attempt = Attempt {
-                context_id: due[0].context_id,
-                kid_refetched: due[0].kid_refetched,
-                deadline_ms: Some(due[0].deadline_ms),
-            };
+            let attempt = Attempt::from(due[0]);
             let bearer = format!("Bearer {token}");
             self.decide("/x", &[("authorization", &bearer)], attempt)
         }
@@ -831,7 +853,7 @@ mod tests {
         d.properties
             .iter()
             .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_ref())
+            .map(|(_, v)| &**v)
     }
 
     fn counted(d: &Decision, counter: Counter) -> usize {
@@ -1218,7 +1240,7 @@ mod tests {
         let mut w = world(json!({"filter_state": ["reason"]}));
         w.keys_published(&jwks(&[(key_a(), "a")]));
         let d = w.get("/x", &token(key_a(), "a", "alice", &[]));
-        assert_eq!(d.properties, [(property::REASON, Cow::from("allowed"))]);
+        assert_eq!(d.properties, [(property::REASON, Text::Static("allowed"))]);
         let mut w = world(json!({"filter_state": []}));
         assert!(w.decide("/x", &[], Attempt::first(1)).properties.is_empty());
     }
@@ -1351,7 +1373,7 @@ mod revocation_tests {
         assert!(d.counters.contains(&(Counter::DeniedRevoked, Some(0))));
         assert!(d
             .properties
-            .contains(&(property::REASON, Cow::from("revoked"))));
+            .contains(&(property::REASON, Text::Static("revoked"))));
         assert!(d
             .refused
             .unwrap()

@@ -9,14 +9,16 @@
 //! hand sweeps the insertion ring, evicting the first entry that is expired or was not used
 //! since the hand last passed it.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
 
 /// A bounded map from token to a verified result `V`.
 #[derive(Debug)]
 pub struct TokenCache<V> {
     capacity: usize,
-    entries: HashMap<Rc<str>, Entry<V>>,
+    entries: HashMap<Rc<str>, Entry<V>, TailHash>,
     /// The CLOCK ring: every key in `entries` exactly once, the hand at the front.
     ring: VecDeque<Rc<str>>,
 }
@@ -30,12 +32,44 @@ struct Entry<V> {
     referenced: bool,
 }
 
+/// Bytes of a token the cache hashes: its end, which is the signature.
+const HASHED_TAIL: usize = 32;
+
+/// Hashes only the last [`HASHED_TAIL`] bytes of a key, with the standard keyed hasher:
+/// every lookup hashes the whole request's token otherwise (~1 KB per request on the hot
+/// path). Safe against collision flooding: the entries are verified tokens, whose tails are
+/// signature bytes that nobody without the pool's private key can choose, and the hash is
+/// still keyed per VM. Equality still compares whole tokens.
+#[derive(Debug, Clone, Default)]
+struct TailHash(RandomState);
+
+struct TailHasher<H>(H);
+
+impl BuildHasher for TailHash {
+    type Hasher = TailHasher<<RandomState as BuildHasher>::Hasher>;
+
+    fn build_hasher(&self) -> Self::Hasher {
+        TailHasher(self.0.build_hasher())
+    }
+}
+
+impl<H: Hasher> Hasher for TailHasher<H> {
+    fn finish(&self) -> u64 {
+        self.0.finish()
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let tail = bytes.get(bytes.len().saturating_sub(HASHED_TAIL)..);
+        self.0.write(tail.unwrap_or(bytes));
+    }
+}
+
 impl<V> TokenCache<V> {
     /// `capacity` 0 disables the cache.
     pub fn new(capacity: usize) -> Self {
         TokenCache {
             capacity,
-            entries: HashMap::with_capacity(capacity.min(4096)),
+            entries: HashMap::with_capacity_and_hasher(capacity.min(4096), TailHash::default()),
             ring: VecDeque::with_capacity(capacity.min(4096)),
         }
     }
@@ -129,6 +163,22 @@ mod tests {
         assert_eq!(c.get("a.b.c", 50), Some(&1));
         assert_eq!(c.get("a.b.C", 50), None);
         assert_eq!(c.get("a.b.c ", 50), None);
+    }
+
+    #[test]
+    fn tokens_with_the_same_tail_are_still_told_apart() {
+        let mut c = TokenCache::new(8);
+        let tail = "x".repeat(HASHED_TAIL);
+        for i in 0..5 {
+            c.insert(&format!("{i}.payload.{tail}"), i, 100, 0);
+        }
+        for i in 0..5 {
+            assert_eq!(c.get(&format!("{i}.payload.{tail}"), 1), Some(&i));
+        }
+        assert_eq!(c.get(&format!("9.payload.{tail}"), 1), None);
+        assert_eq!(c.get(&tail, 1), None);
+        c.insert("short", 7, 100, 0);
+        assert_eq!(c.get("short", 1), Some(&7));
     }
 
     #[test]

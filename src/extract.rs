@@ -16,9 +16,9 @@ pub struct FoundToken {
 /// different tokens are refused, because the upstream might read another one than we checked.
 /// `header` returns every value of a request header by lower-case name (`:path` included):
 /// a header sent twice is two values, and a second value must not smuggle a second token.
-pub fn extract_token(
+pub fn extract_token<'h>(
     sources: &[TokenSource],
-    header: impl Fn(&str) -> Vec<String>,
+    header: impl Fn(&str) -> Vec<&'h str>,
 ) -> Result<FoundToken, AuthError> {
     let mut found: Option<FoundToken> = None;
     for (index, source) in sources.iter().enumerate() {
@@ -43,9 +43,9 @@ pub fn extract_token(
 /// token, whether or not the request's tokens agree: what `forward_token: false` removes
 /// from a request that continues without a verified token (anonymous routes, CORS
 /// preflights, report mode).
-pub fn token_locations(
+pub fn token_locations<'h>(
     sources: &[TokenSource],
-    header: impl Fn(&str) -> Vec<String>,
+    header: impl Fn(&str) -> Vec<&'h str>,
 ) -> Vec<usize> {
     sources
         .iter()
@@ -55,9 +55,9 @@ pub fn token_locations(
         .collect()
 }
 
-fn read_source(
+fn read_source<'h>(
     source: &TokenSource,
-    header: &impl Fn(&str) -> Vec<String>,
+    header: &impl Fn(&str) -> Vec<&'h str>,
 ) -> Result<Option<String>, AuthError> {
     match source {
         TokenSource::Header { name } => {
@@ -78,7 +78,7 @@ fn read_source(
         }
         TokenSource::Query { name } => {
             let path = header(":path").into_iter().next().unwrap_or_default();
-            single_value(query_pairs(&path), name)
+            single_value(query_pairs(path), name)
         }
         TokenSource::Cookie { name } => {
             // Several cookie headers (HTTP/1.1 clients may send them) are one cookie list.
@@ -231,16 +231,12 @@ pub fn cookie_header_without(cookies: &str, name: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Vec<String> {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+    fn headers<'h>(pairs: &'h [(&'h str, &'h str)]) -> impl Fn(&str) -> Vec<&'h str> {
         move |name: &str| {
             pairs
                 .iter()
-                .filter(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
+                .filter(|(k, _)| *k == name)
+                .map(|(_, v)| *v)
                 .collect()
         }
     }

@@ -29,7 +29,10 @@ pub fn readings(raw: &str) -> Result<Vec<String>, TooManyReadings> {
         paths: vec![path.to_string()],
         bytes: path.len(),
     };
-    if !path.contains(['%', '\\', ';', ' ']) && !has_structure(path) {
+    let plain = !path
+        .bytes()
+        .any(|b| matches!(b, b'%' | b'\\' | b';' | b' '));
+    if plain && !has_structure(path) {
         // The common case: nothing to decode, cut or resolve; only the letter case may vary.
         if path.bytes().any(|b| b.is_ascii_uppercase()) {
             set.add(path.to_ascii_lowercase())?;

@@ -58,9 +58,13 @@ impl RequestHeaders {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Every value of `name`, owned (the token extraction's view).
-    pub fn all_values(&self, name: &str) -> Vec<String> {
-        self.values(name).map(str::to_string).collect()
+    /// Every value of `name`, collected (the token extraction's view; nothing copied).
+    pub fn all_values(&self, name: &str) -> Vec<&str> {
+        self.entries
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     /// Drops every header whose name `drop` selects (after the filter removed it upstream).

@@ -124,17 +124,40 @@ impl Tick {
     pub const BUSY: Duration = Duration::from_millis(50);
 }
 
-/// What the cache keeps for a verified token: the token's facts and the claim headers it
-/// yields, computed once.
+/// What the cache keeps for a verified token: the token's facts, and what every request
+/// that carries it publishes (claim headers, filter state), computed once.
 #[derive(Debug)]
 pub struct CachedToken {
     pub token: VerifiedToken,
+    pub identity: TokenIdentity,
     /// Shared with every decision that sets them: a cache hit copies no header.
     pub claim_headers: Rc<[(String, String)]>,
     /// The generation of its pool's revocation list that this token was checked against
     /// and passed: a cache hit under the same list skips the check (a list changes only by
     /// being replaced, which moves the generation).
     pub revocation_passed: Cell<Option<u64>>,
+}
+
+/// Who a verified token is, as filter state publishes it (shared, never copied per request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenIdentity {
+    /// The name of the pool that issued it.
+    pub pool: Option<Rc<str>>,
+    pub sub: Option<Rc<str>>,
+    pub client_id: Option<Rc<str>>,
+}
+
+impl TokenIdentity {
+    pub fn of(token: &VerifiedToken, config: &Config) -> Self {
+        TokenIdentity {
+            pool: config
+                .pools
+                .get(token.pool)
+                .map(|p| Rc::from(p.name.as_str())),
+            sub: token.sub().map(Rc::from),
+            client_id: token.client_id().map(Rc::from),
+        }
+    }
 }
 
 /// A request paused until its pool's keys (or its revocation source's first document)

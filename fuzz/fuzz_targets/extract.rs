@@ -47,12 +47,12 @@ fn sources() -> &'static [TokenSource] {
 }
 
 /// Every value of a header (the filter reads repeated headers as several values).
-fn lookup<'a>(headers: &'a [(&'static str, String)]) -> impl Fn(&str) -> Vec<String> + 'a {
+fn lookup<'a>(headers: &'a [(&'static str, String)]) -> impl Fn(&str) -> Vec<&'a str> + 'a {
     move |name: &str| {
         headers
             .iter()
             .filter(|(n, _)| *n == name)
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| v.as_str())
             .collect()
     }
 }
