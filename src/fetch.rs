@@ -186,7 +186,6 @@ impl<S: SharedData + Clone> VmState<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use crate::shared_keys::tests::FakeSharedData;
 
     const NOW: u64 = 1_800_000_000_000;
@@ -195,15 +194,7 @@ mod tests {
     fn two_vms() -> (VmState<FakeSharedData>, VmState<FakeSharedData>) {
         let json = r#"{"user_pools":[{"user_pool_id":"us-east-1_Rev0ked1","jwks_cluster":"c",
             "revocations":{"cluster":"r","uri":"http://r/doc.json"}}]}"#;
-        let store = FakeSharedData::default();
-        let config = || Config::parse(json.as_bytes()).unwrap().0;
-        let mut a = VmState::new(config(), store.clone(), 0x10);
-        let mut b = VmState::new(config(), store, 0x20);
-        for vm in [&mut a, &mut b] {
-            vm.start(NOW);
-            vm.start_sources(NOW);
-        }
-        (a, b)
+        crate::vm::tests::two_vms(json, NOW)
     }
 
     const DOC: &[u8] = br#"{"version":1,"generated_at":7,"max_token_lifetime_seconds":86400,"revoked_jti":{},"signed_out":{}}"#;

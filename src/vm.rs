@@ -412,9 +412,22 @@ impl<S: SharedData> VmState<S> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::shared_keys::tests::FakeSharedData;
+
+    /// Two VMs of one process (one store) configured with `json`, started at `now_ms`.
+    pub fn two_vms(json: &str, now_ms: u64) -> (VmState<FakeSharedData>, VmState<FakeSharedData>) {
+        let store = FakeSharedData::default();
+        let config = || Config::parse(json.as_bytes()).unwrap().0;
+        let mut a = VmState::new(config(), store.clone(), 0x10);
+        let mut b = VmState::new(config(), store, 0x20);
+        for vm in [&mut a, &mut b] {
+            vm.start(now_ms);
+            vm.start_sources(now_ms);
+        }
+        (a, b)
+    }
 
     fn vm(json: &str) -> VmState<FakeSharedData> {
         let config = Config::parse(json.as_bytes()).unwrap().0;
