@@ -170,16 +170,19 @@ impl<S: SharedData + Clone> VmState<S> {
     }
 
     /// This VM goes away with these fetches unanswered: the leases it still holds are
-    /// released, so another VM fetches at once.
-    pub fn abandon(&self, fetches: impl Iterator<Item = Fetch> + Clone) {
-        self.abandon_fetches(fetches.clone().filter_map(|f| match f {
-            Fetch::Jwks(pool) => Some(pool),
-            Fetch::Revocations(_) => None,
-        }));
-        self.abandon_revocation_fetches(fetches.filter_map(|f| match f {
-            Fetch::Revocations(source) => Some(source),
-            Fetch::Jwks(_) => None,
-        }));
+    /// released, so another VM fetches at once (a lease taken since by another VM stays).
+    pub fn abandon(&self, fetches: impl IntoIterator<Item = Fetch>) {
+        for fetch in fetches {
+            let entries = match fetch {
+                Fetch::Jwks(pool) => self.pools.get(pool).map(|slot| &slot.shared),
+                Fetch::Revocations(source) => {
+                    self.sources.get(source).map(|slot| &slot.shared.entries)
+                }
+            };
+            if let Some(entries) = entries {
+                entries.abandon_fetch(self.vm_id);
+            }
+        }
     }
 }
 
@@ -260,7 +263,7 @@ mod tests {
         b.sync_pools();
         b.sync_sources(NOW);
         assert!(b.claim_due(NOW + 1).is_empty());
-        a.abandon(claimed.into_iter());
+        a.abandon(claimed);
         b.sync_pools();
         b.sync_sources(NOW);
         assert_eq!(b.claim_due(NOW + 1).len(), 2);

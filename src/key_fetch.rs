@@ -72,12 +72,8 @@ impl<S: SharedData> VmState<S> {
             slot.shared.ensure_schedule();
         }
         self.sync_pools();
-        let timing = self.timing;
         for slot in &self.pools {
-            let fetched_at = slot.keys.fetched_at_ms();
-            let _ = slot
-                .shared
-                .update(|s| s.fit_refresh(now_ms, fetched_at, &timing));
+            slot.shared.fit_refresh(&slot.keys, now_ms, &self.timing);
         }
     }
 
@@ -86,19 +82,9 @@ impl<S: SharedData> VmState<S> {
         let (timing, vm_id) = (self.timing, self.vm_id);
         let mut claimed = Vec::new();
         for (pool, slot) in self.pools.iter_mut().enumerate() {
-            if !slot.keys.schedule.fetch_due(now_ms, &timing) {
-                continue;
-            }
-            let Some((won, schedule)) = slot.shared.update(|s| {
-                let due = s.fetch_due(now_ms, &timing);
-                if due {
-                    s.fetch_started(now_ms, vm_id);
-                }
-                due
-            }) else {
-                continue;
-            };
-            slot.keys.observe(schedule);
+            let won = slot
+                .shared
+                .claim_fetch(&mut slot.keys, now_ms, &timing, vm_id);
             if let (true, Some(p)) = (won, self.config.pools.get(pool)) {
                 claimed.push(FetchRequest {
                     index: pool,
@@ -141,7 +127,7 @@ impl<S: SharedData> VmState<S> {
         match parsed {
             Ok(parsed) => {
                 let timing = self.timing;
-                let Some(slot) = self.pools.get(pool) else {
+                let Some(slot) = self.pools.get_mut(pool) else {
                     return FetchResult::Failed {
                         why: "no such pool".into(),
                         keeping_keys: false,
@@ -149,19 +135,13 @@ impl<S: SharedData> VmState<S> {
                 };
                 // Publish first, then release the lease: other workers pick the set up.
                 let cas = slot.shared.publish(&encode_envelope(now_ms, body));
-                let schedule = slot.shared.update(|s| {
-                    s.fetch_succeeded(now_ms, &timing);
-                    true
-                });
+                slot.shared.fetch_succeeded(&mut slot.keys, now_ms, &timing);
                 let kids: Vec<String> = parsed.keys.kids().into_iter().map(String::from).collect();
                 let changed = slot
                     .keys
                     .keys()
                     .is_none_or(|old| old.kids() != parsed.keys.kids());
                 self.install_keys(pool, parsed.keys, now_ms, cas);
-                if let (Some(slot), Some((_, schedule))) = (self.pools.get_mut(pool), schedule) {
-                    slot.keys.observe(schedule);
-                }
                 FetchResult::Loaded {
                     kids,
                     changed,
@@ -178,27 +158,9 @@ impl<S: SharedData> VmState<S> {
     /// A fetch of `pool` failed (or could not even be dispatched): retry with backoff.
     /// True when keys from before are kept.
     pub fn fetch_failed(&mut self, pool: usize, now_ms: u64, jitter: u64) -> bool {
-        let Some(slot) = self.pools.get_mut(pool) else {
-            return false;
-        };
-        let schedule = slot.shared.update(|s| {
-            s.fetch_failed(now_ms, jitter);
-            true
-        });
-        if let Some((_, schedule)) = schedule {
-            slot.keys.observe(schedule);
-        }
-        slot.keys.keys().is_some()
-    }
-
-    /// This VM goes away with these fetches unanswered: the leases it still holds are
-    /// released, so another VM fetches at once (a lease taken since by another VM stays).
-    pub fn abandon_fetches(&self, pools: impl Iterator<Item = usize>) {
-        for pool in pools {
-            if let Some(slot) = self.pools.get(pool) {
-                let _ = slot.shared.update(|s| s.lease_abandoned(self.vm_id));
-            }
-        }
+        self.pools
+            .get_mut(pool)
+            .is_some_and(|slot| slot.shared.fetch_failed(&mut slot.keys, now_ms, jitter))
     }
 }
 
@@ -341,11 +303,11 @@ mod tests {
         assert_eq!(a.claim_due_fetches(NOW).len(), 1);
         b.sync_pools();
         assert!(b.claim_due_fetches(NOW + 10).is_empty());
-        a.abandon_fetches([0].into_iter());
+        a.abandon([crate::fetch::Fetch::Jwks(0)]);
         b.sync_pools();
         assert_eq!(b.claim_due_fetches(NOW + 20).len(), 1);
         // A's late release does not take B's lease away.
-        a.abandon_fetches([0].into_iter());
+        a.abandon([crate::fetch::Fetch::Jwks(0)]);
         a.sync_pools();
         assert!(a.claim_due_fetches(NOW + 30).is_empty());
     }

@@ -31,20 +31,10 @@ impl<S: SharedData + Clone> VmState<S> {
         let vm_id = self.vm_id;
         let mut claimed = Vec::new();
         for (index, slot) in self.sources.iter_mut().enumerate() {
-            let timing = slot.timing;
-            if !slot.list.schedule.fetch_due(now_ms, &timing) {
-                continue;
-            }
-            let Some((won, schedule)) = slot.shared.entries.update(|s| {
-                let due = s.fetch_due(now_ms, &timing);
-                if due {
-                    s.fetch_started(now_ms, vm_id);
-                }
-                due
-            }) else {
-                continue;
-            };
-            slot.list.observe(schedule);
+            let won = slot
+                .shared
+                .entries
+                .claim_fetch(&mut slot.list, now_ms, &slot.timing, vm_id);
             if let (true, Some(src)) = (won, self.config.revocation_sources.get(index)) {
                 claimed.push(FetchRequest {
                     index,
@@ -124,11 +114,10 @@ impl<S: SharedData + Clone> VmState<S> {
                     digest,
                 };
                 slot.stamp_cas = slot.shared.publish(body, stamp);
-                let schedule = slot.shared.entries.update(|s| {
-                    s.fetch_succeeded(now_ms, &timing);
-                    true
-                });
-                let result = match list {
+                slot.shared
+                    .entries
+                    .fetch_succeeded(&mut slot.list, now_ms, &timing);
+                match list {
                     Some(list) => {
                         let loaded = RevocationResult::Loaded {
                             generated_at: list.generated_at(),
@@ -145,11 +134,7 @@ impl<S: SharedData + Clone> VmState<S> {
                         slot.list.refreshed(now_ms);
                         RevocationResult::Unchanged
                     }
-                };
-                if let Some((_, schedule)) = schedule {
-                    slot.list.observe(schedule);
                 }
-                result
             }
             Err(why) => {
                 let keeping_list = self.revocation_fetch_failed(source, now_ms, jitter);
@@ -161,30 +146,10 @@ impl<S: SharedData + Clone> VmState<S> {
     /// A revocation fetch failed (or could not be dispatched): retry with backoff. True when
     /// a list from before stays in force.
     pub fn revocation_fetch_failed(&mut self, source: usize, now_ms: u64, jitter: u64) -> bool {
-        let Some(slot) = self.sources.get_mut(source) else {
-            return false;
-        };
-        let schedule = slot.shared.entries.update(|s| {
-            s.fetch_failed(now_ms, jitter);
-            true
-        });
-        if let Some((_, schedule)) = schedule {
-            slot.list.observe(schedule);
-        }
-        slot.list.keys().is_some()
-    }
-
-    /// This VM goes away with these revocation fetches unanswered: the leases it still
-    /// holds are released (one taken since by another VM stays).
-    pub fn abandon_revocation_fetches(&self, sources: impl Iterator<Item = usize>) {
-        for source in sources {
-            if let Some(slot) = self.sources.get(source) {
-                let _ = slot
-                    .shared
-                    .entries
-                    .update(|s| s.lease_abandoned(self.vm_id));
-            }
-        }
+        self.sources.get_mut(source).is_some_and(|slot| {
+            let list = &mut slot.list;
+            slot.shared.entries.fetch_failed(list, now_ms, jitter)
+        })
     }
 }
 
@@ -284,10 +249,10 @@ mod tests {
     fn a_vm_that_ends_mid_fetch_releases_only_its_own_revocation_lease() {
         let (mut a, mut b) = two_vms();
         assert_eq!(a.claim_due_revocation_fetches(NOW).len(), 1);
-        a.abandon_revocation_fetches([0].into_iter());
+        a.abandon([crate::fetch::Fetch::Revocations(0)]);
         b.sync_pools();
         assert_eq!(b.claim_due_revocation_fetches(NOW + 10).len(), 1);
-        a.abandon_revocation_fetches([0].into_iter());
+        a.abandon([crate::fetch::Fetch::Revocations(0)]);
         a.sync_pools();
         assert!(a.claim_due_revocation_fetches(NOW + 20).is_empty());
     }

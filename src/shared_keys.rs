@@ -22,7 +22,7 @@
 //! (Envoy configures the main thread's VM before any worker VM exists).
 
 use crate::config::Pool;
-use crate::keys::FetchSchedule;
+use crate::keys::{FetchSchedule, KeyTiming, PoolKeys};
 use crate::revocation::{RevocationSource, Stamp};
 
 /// The host's shared data, as proxy-wasm defines it.
@@ -136,6 +136,70 @@ impl<S: SharedData> SharedKeys<S> {
     pub fn publish(&self, envelope: &[u8]) -> Option<u32> {
         self.store.set(&self.envelope, envelope, None).ok()?;
         self.envelope().map(|(_, cas)| cas)
+    }
+}
+
+/// The fetch steps of every shared document (a pool's JWKS, a revocation document): each
+/// changes the shared schedule by CAS and records the result in this VM's view (`local`).
+impl<S: SharedData> SharedKeys<S> {
+    /// At configure time: a refresh period shorter than the one that scheduled the next
+    /// fetch applies now.
+    pub fn fit_refresh<T>(&self, local: &PoolKeys<T>, now_ms: u64, timing: &KeyTiming) {
+        let fetched_at = local.fetched_at_ms();
+        let _ = self.update(|s| s.fit_refresh(now_ms, fetched_at, timing));
+    }
+
+    /// Takes the fetch lease if a fetch is due: true when this VM (`vm_id`) won it.
+    pub fn claim_fetch<T>(
+        &self,
+        local: &mut PoolKeys<T>,
+        now_ms: u64,
+        timing: &KeyTiming,
+        vm_id: u64,
+    ) -> bool {
+        if !local.schedule.fetch_due(now_ms, timing) {
+            return false;
+        }
+        let claimed = self.update(|s| {
+            let due = s.fetch_due(now_ms, timing);
+            if due {
+                s.fetch_started(now_ms, vm_id);
+            }
+            due
+        });
+        let Some((won, schedule)) = claimed else {
+            return false;
+        };
+        local.observe(schedule);
+        won
+    }
+
+    /// The fetch succeeded (and its document was published first): the lease is released
+    /// and the next refresh scheduled.
+    pub fn fetch_succeeded<T>(&self, local: &mut PoolKeys<T>, now_ms: u64, timing: &KeyTiming) {
+        self.record(local, |s| s.fetch_succeeded(now_ms, timing));
+    }
+
+    /// The fetch failed (or could not be dispatched): retried with backoff (`jitter`: any
+    /// u64). True when `local` keeps a document from before.
+    pub fn fetch_failed<T>(&self, local: &mut PoolKeys<T>, now_ms: u64, jitter: u64) -> bool {
+        self.record(local, |s| s.fetch_failed(now_ms, jitter));
+        local.keys().is_some()
+    }
+
+    /// This VM (`vm_id`) goes away mid-fetch: its lease is released, unless another VM
+    /// has taken one since.
+    pub fn abandon_fetch(&self, vm_id: u64) {
+        let _ = self.update(|s| s.lease_abandoned(vm_id));
+    }
+
+    fn record<T>(&self, local: &mut PoolKeys<T>, mut change: impl FnMut(&mut FetchSchedule)) {
+        if let Some((_, schedule)) = self.update(|s| {
+            change(s);
+            true
+        }) {
+            local.observe(schedule);
+        }
     }
 }
 

@@ -268,11 +268,8 @@ impl<S: SharedData + Clone> VmState<S> {
         }
         self.sync_sources(now_ms);
         for slot in &self.sources {
-            let fetched_at = slot.list.fetched_at_ms();
-            let _ = slot
-                .shared
-                .entries
-                .update(|s| s.fit_refresh(now_ms, fetched_at, &slot.timing));
+            let entries = &slot.shared.entries;
+            entries.fit_refresh(&slot.list, now_ms, &slot.timing);
         }
     }
 
