@@ -826,6 +826,11 @@ mod tests {
             self.decide("/x", &[("authorization", &bearer)], attempt)
         }
 
+        /// How the debug log describes the decision's refusal.
+        fn refusal(&self, d: &Decision) -> Option<String> {
+            d.refused.as_ref().map(|r| r.describe(&self.vm.config))
+        }
+
         fn advance(&mut self, ms: u64) {
             self.now_ms += ms;
         }
@@ -920,10 +925,7 @@ mod tests {
         let d = w.rerun_the_waiter(&t);
         assert_eq!(status(&d), 401);
         assert_eq!(
-            d.refused
-                .as_ref()
-                .map(|r| r.describe(&w.vm.config))
-                .as_deref(),
+            w.refusal(&d).as_deref(),
             Some("reason=unknown_kid class=invalid pool=main")
         );
     }
@@ -942,10 +944,7 @@ mod tests {
         assert_eq!(status(&d), 401);
         assert_eq!(counted(&d, Counter::CacheHit), 0);
         assert_eq!(
-            d.refused
-                .as_ref()
-                .map(|r| r.describe(&w.vm.config))
-                .as_deref(),
+            w.refusal(&d).as_deref(),
             Some("reason=bad_signature class=invalid pool=main")
         );
     }
@@ -1020,10 +1019,7 @@ mod tests {
 
         assert_eq!(status(&d), 401);
         assert_eq!(
-            d.refused
-                .as_ref()
-                .map(|r| r.describe(&w.vm.config))
-                .as_deref(),
+            w.refusal(&d).as_deref(),
             Some("reason=unknown_kid class=invalid pool=main")
         );
         assert_eq!(counted(&d, Counter::JwksRefetchUnknownKid), 0);

@@ -51,7 +51,7 @@ impl RequestHeaders {
     }
 
     /// Every value of `name`, in arrival order (none when absent).
-    pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    pub fn values<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
         self.entries
             .iter()
             .filter(move |(n, _)| n == name)
@@ -60,11 +60,7 @@ impl RequestHeaders {
 
     /// Every value of `name`, collected (the token extraction's view; nothing copied).
     pub fn all_values(&self, name: &str) -> Vec<&str> {
-        self.entries
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
+        self.values(name).collect()
     }
 
     /// Drops every header whose name `drop` selects (after the filter removed it upstream).
