@@ -697,7 +697,6 @@ mod tests {
     use base64::Engine;
     use jwt_simple::prelude::*;
     use serde_json::{json, Value};
-    use std::sync::OnceLock;
 
     const NOW_MS: u64 = 1_800_000_000_000;
     const POOL_ID: &str = "us-east-1_TestPool1";
@@ -705,13 +704,11 @@ mod tests {
     const CLIENT: &str = "client-abc";
 
     fn key_a() -> &'static RS256KeyPair {
-        static KEY: OnceLock<RS256KeyPair> = OnceLock::new();
-        KEY.get_or_init(|| RS256KeyPair::generate(2048).unwrap())
+        crate::jwks::tests::test_key(0)
     }
 
     fn key_b() -> &'static RS256KeyPair {
-        static KEY: OnceLock<RS256KeyPair> = OnceLock::new();
-        KEY.get_or_init(|| RS256KeyPair::generate(2048).unwrap())
+        crate::jwks::tests::test_key(1)
     }
 
     /// An RS256 token signed by `key`, header kid `kid`; payload: a valid id token of the

@@ -341,6 +341,14 @@ pub(crate) mod tests {
     use super::*;
     use jwt_simple::prelude::*;
 
+    /// One of two RSA-2048 test key pairs (`which`: 0 or 1), generated once per test run and
+    /// shared by every module's tests (generating one takes a while).
+    pub(crate) fn test_key(which: usize) -> &'static RS256KeyPair {
+        static KEYS: [std::sync::OnceLock<RS256KeyPair>; 2] =
+            [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+        KEYS[which % 2].get_or_init(|| RS256KeyPair::generate(2048).unwrap())
+    }
+
     /// A JWKS entry for an RSA key pair, as Cognito publishes it.
     pub(crate) fn rsa_jwk(key: &RS256KeyPair, kid: &str, alg: Option<&str>) -> serde_json::Value {
         let c = key.public_key().to_components();

@@ -172,13 +172,11 @@ mod tests {
     use crate::shared_keys::tests::FakeSharedData;
     use jwt_simple::prelude::*;
     use serde_json::json;
-    use std::sync::OnceLock;
 
     const NOW: u64 = 1_800_000_000_000;
 
     fn key() -> &'static RS256KeyPair {
-        static KEY: OnceLock<RS256KeyPair> = OnceLock::new();
-        KEY.get_or_init(|| RS256KeyPair::generate(2048).unwrap())
+        crate::jwks::tests::test_key(0)
     }
 
     fn jwks(kids: &[&str]) -> Vec<u8> {

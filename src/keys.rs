@@ -339,7 +339,6 @@ mod tests {
     use super::*;
     use crate::jwks::parse_jwks;
     use crate::jwks::tests::rsa_jwk;
-    use jwt_simple::prelude::*;
 
     const T: KeyTiming = KeyTiming {
         refresh_ms: 3_600_000,
@@ -351,8 +350,8 @@ mod tests {
     const VM_B: u64 = 0xB;
 
     fn some_keys() -> KeySet {
-        let key = RS256KeyPair::generate(2048).unwrap();
-        let body = serde_json::json!({"keys": [rsa_jwk(&key, "k", None)]}).to_string();
+        let key = crate::jwks::tests::test_key(0);
+        let body = serde_json::json!({"keys": [rsa_jwk(key, "k", None)]}).to_string();
         parse_jwks(body.as_bytes(), 65536).unwrap().keys
     }
 

@@ -473,7 +473,6 @@ mod tests {
     use crate::signature::NoHostCrypto;
     use jwt_simple::prelude::*;
     use serde_json::json;
-    use std::sync::OnceLock;
 
     const NOW: u64 = 1_800_000_000;
     const POOL: &str = "us-east-1_TestPool1";
@@ -481,13 +480,11 @@ mod tests {
     const CLIENT: &str = "client-abc";
 
     fn key() -> &'static RS256KeyPair {
-        static KEY: OnceLock<RS256KeyPair> = OnceLock::new();
-        KEY.get_or_init(|| RS256KeyPair::generate(2048).unwrap())
+        crate::jwks::tests::test_key(0)
     }
 
     fn other_key() -> &'static RS256KeyPair {
-        static KEY: OnceLock<RS256KeyPair> = OnceLock::new();
-        KEY.get_or_init(|| RS256KeyPair::generate(2048).unwrap())
+        crate::jwks::tests::test_key(1)
     }
 
     fn config() -> Config {

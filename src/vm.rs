@@ -457,8 +457,8 @@ pub(crate) mod tests {
         let store = FakeSharedData::default();
         let mut first = VmState::configure(PLAIN.as_bytes(), store.clone(), 1, 0).unwrap();
         assert_eq!(first.claim_due(0).len(), 1, "the first VM fetches");
-        let key = jwt_simple::prelude::RS256KeyPair::generate(2048).unwrap();
-        let jwk = crate::jwks::tests::rsa_jwk(&key, "k1", Some("RS256"));
+        let key = crate::jwks::tests::test_key(0);
+        let jwk = crate::jwks::tests::rsa_jwk(key, "k1", Some("RS256"));
         let body = serde_json::json!({ "keys": [jwk] })
             .to_string()
             .into_bytes();
