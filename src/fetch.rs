@@ -11,6 +11,15 @@ use crate::revocation_fetch::RevocationResult;
 use crate::shared_keys::SharedData;
 use crate::vm::VmState;
 
+/// What a failed fetch leaves in force, for the log.
+fn keeping(kept: bool, what: &str) -> String {
+    if kept {
+        format!("keeping the previous {what}")
+    } else {
+        format!("no {what} yet")
+    }
+}
+
 /// What one fetch fetches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fetch {
@@ -77,70 +86,79 @@ impl<S: SharedData + Clone> VmState<S> {
         clock: impl Fn() -> u64,
     ) -> Count {
         match fetch {
-            Fetch::Jwks(pool) => {
-                let name = self
-                    .config
-                    .pools
-                    .get(pool)
-                    .map(|p| p.name.clone())
-                    .unwrap_or_default();
-                match self.jwks_answer(pool, now_ms, answer, body, jitter) {
-                    FetchResult::Loaded {
-                        kids,
-                        changed,
-                        skipped,
-                    } => {
-                        for skipped in &skipped {
-                            warn!("pool {name}: JWKS key skipped: {skipped}");
-                        }
-                        let kids = kids.join(",");
-                        if changed {
-                            info!("pool {name}: loaded JWKS with kids [{kids}]");
-                        } else {
-                            debug!("pool {name}: JWKS refreshed, kids [{kids}]");
-                        }
-                        (Counter::JwksFetchOk, Some(pool))
-                    }
-                    FetchResult::Failed { why, keeping_keys } => {
-                        let keeping = if keeping_keys {
-                            "keeping the previous keys"
-                        } else {
-                            "no keys yet"
-                        };
-                        warn!("pool {name}: JWKS fetch failed ({why}); {keeping}");
-                        (Counter::JwksFetchFailed, Some(pool))
-                    }
-                }
-            }
+            Fetch::Jwks(pool) => self.take_jwks_answer(pool, now_ms, answer, body, jitter),
             Fetch::Revocations(source) => {
-                match self.revocation_answer(source, now_ms, answer, body, jitter) {
-                    RevocationResult::Loaded {
-                        generated_at,
-                        bytes,
-                        revoked_ids,
-                        signed_out_users,
-                        dropped_expired,
-                    } => {
-                        let took_ms = clock().saturating_sub(now_ms);
-                        info!(
-                            "revocations #{source}: loaded document generated_at {generated_at} ({bytes} bytes, read in {took_ms} ms): {revoked_ids} revoked ids, {signed_out_users} signed-out users ({dropped_expired} expired entries dropped)"
-                        );
-                        (Counter::RevocationFetchOk, None)
-                    }
-                    RevocationResult::Unchanged => {
-                        debug!("revocations #{source}: refreshed, unchanged");
-                        (Counter::RevocationFetchOk, None)
-                    }
-                    RevocationResult::Failed { why, keeping_list } => {
-                        let keeping = if keeping_list {
-                            "keeping the previous list"
-                        } else {
-                            "no list yet"
-                        };
-                        warn!("revocations #{source}: fetch failed ({why}); {keeping}");
-                        (Counter::RevocationFetchFailed, None)
-                    }
+                self.take_revocation_answer(source, now_ms, answer, body, jitter, clock)
+            }
+        }
+    }
+
+    fn take_jwks_answer(
+        &mut self,
+        pool: usize,
+        now_ms: u64,
+        answer: CalloutAnswer<'_>,
+        body: &[u8],
+        jitter: u64,
+    ) -> Count {
+        let name = self.config.pools.get(pool).map(|p| p.name.clone());
+        let name = name.unwrap_or_default();
+        match self.jwks_answer(pool, now_ms, answer, body, jitter) {
+            FetchResult::Loaded {
+                kids,
+                changed,
+                skipped,
+            } => {
+                for skipped in &skipped {
+                    warn!("pool {name}: JWKS key skipped: {skipped}");
                 }
+                let kids = kids.join(",");
+                if changed {
+                    info!("pool {name}: loaded JWKS with kids [{kids}]");
+                } else {
+                    debug!("pool {name}: JWKS refreshed, kids [{kids}]");
+                }
+                (Counter::JwksFetchOk, Some(pool))
+            }
+            FetchResult::Failed { why, keeping_keys } => {
+                let keeping = keeping(keeping_keys, "keys");
+                warn!("pool {name}: JWKS fetch failed ({why}); {keeping}");
+                (Counter::JwksFetchFailed, Some(pool))
+            }
+        }
+    }
+
+    fn take_revocation_answer(
+        &mut self,
+        source: usize,
+        now_ms: u64,
+        answer: CalloutAnswer<'_>,
+        body: &[u8],
+        jitter: u64,
+        clock: impl Fn() -> u64,
+    ) -> Count {
+        match self.revocation_answer(source, now_ms, answer, body, jitter) {
+            RevocationResult::Loaded {
+                generated_at,
+                bytes,
+                revoked_ids,
+                signed_out_users,
+                dropped_expired,
+            } => {
+                let took_ms = clock().saturating_sub(now_ms);
+                info!(
+                    "revocations #{source}: loaded document generated_at {generated_at} ({bytes} bytes, read in {took_ms} ms): {revoked_ids} revoked ids, {signed_out_users} signed-out users ({dropped_expired} expired entries dropped)"
+                );
+                (Counter::RevocationFetchOk, None)
+            }
+            RevocationResult::Unchanged => {
+                debug!("revocations #{source}: refreshed, unchanged");
+                (Counter::RevocationFetchOk, None)
+            }
+            RevocationResult::Failed { why, keeping_list } => {
+                let keeping = keeping(keeping_list, "list");
+                warn!("revocations #{source}: fetch failed ({why}); {keeping}");
+                (Counter::RevocationFetchFailed, None)
             }
         }
     }
