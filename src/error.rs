@@ -1,7 +1,7 @@
 //! Why a request is refused, and why a configuration is refused.
 //!
 //! [`AuthError`] has one variant per reason a request can be refused. Each reason belongs to
-//! exactly one [`Refusal`] class (missing, invalid, expired, forbidden, unavailable,
+//! exactly one [`Refusal`] class (missing, invalid, expired, revoked, forbidden, unavailable,
 //! bad request), which
 //! `decision.rs` — and only it — turns into status, body, headers and metric.
 

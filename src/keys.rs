@@ -291,7 +291,6 @@ impl<T> PoolKeys<T> {
         self.keys.is_some() && now_ms > self.fetched_at_ms.saturating_add(timing.refresh_ms)
     }
 
-    /// Whether requests can be served with keys now.
     /// A refresh brought the very document already in use (same bytes): only its age changes.
     pub fn refreshed(&mut self, fetched_at_ms: u64) {
         if self.keys.is_some() {
@@ -299,6 +298,7 @@ impl<T> PoolKeys<T> {
         }
     }
 
+    /// Whether requests can be served with keys now, must wait for them, or cannot have them.
     pub fn availability(&self, now_ms: u64, timing: &KeyTiming) -> Availability<T> {
         if let Some(keys) = &self.keys {
             // Stale keys are served for max_stale after the refresh that should have replaced them.

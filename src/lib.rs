@@ -2,15 +2,15 @@
 //!
 //! A proxy-wasm HTTP filter that does for Envoy and Istio what API Gateway's Cognito user pool
 //! authorizer does for an API: a request reaches the upstream only with a valid Cognito JWT,
-//! otherwise Envoy answers it locally (401, 403, 503) with API Gateway's bodies.
+//! otherwise Envoy answers it locally (400, 401, 403, 503) with API Gateway's bodies.
 //!
 //! Request flow (`authorize`, called by `filter::http` with the headers it read):
 //! 1. set client copies of identity headers aside (`identity`); 2. the strictest route rule
 //!    over every reading of the path (`rules`, `path`): `allow` continues; 3. extract the
 //!    token (`extract`); 4. cached? (`cache`) else check it without keys (`verify::inspect`),
 //!    get the pool's keys (`keys`, `jwks`, fetched by `fetch`) and verify the signature
-//!    (`verify::verify_signature`, `signature`); 5. the route's requirements (`rules`) and
-//!    revocations (`revocation`); 6. claim headers (`identity`) and continue. Any refusal is
+//!    (`verify::verify_signature`, `signature`); 5. revocations (`revocation`), then the
+//!    route's requirements (`rules`); 6. claim headers (`identity`) and continue. Any refusal is
 //!    answered by `decision`.
 //!
 //! Everything except `filter` is pure logic with no proxy-wasm dependency, unit tested natively.
