@@ -43,6 +43,10 @@ def pytest_configure(config):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+    config.addinivalue_line(
+        "markers",
+        "all_algorithms: every Envoy of the module loads the all-algorithms build (see wasm_path)",
+    )
 
 
 LOG_MARKS = pytest.StashKey[dict]()
@@ -61,7 +65,7 @@ def envoy_bin() -> str:
 
 
 @pytest.fixture(scope="session")
-def wasm_path() -> str:
+def default_wasm_path() -> str:
     path = os.environ.get("WASM") or str(
         REPO / "target" / "wasm32-wasip1" / "release" / "cognito_authorizer.wasm"
     )
@@ -73,14 +77,27 @@ def wasm_path() -> str:
 @pytest.fixture(scope="session")
 def all_algorithms_wasm_path() -> str:
     """The module built with every algorithm (cargo feature `all-algorithms`, `make
-    build-all-algorithms`): test modules that exercise ES256/ES384/EdDSA override their
-    `wasm_path` with it."""
+    build-all-algorithms`)."""
     path = os.environ.get("WASM_ALL_ALGORITHMS") or str(
         REPO / "target" / "all-algorithms" / "wasm32-wasip1" / "release" / "cognito_authorizer.wasm"
     )
     if not os.path.isfile(path):
-        pytest.fail(f"no all-algorithms build at {path} (set WASM_ALL_ALGORITHMS, or run `make build-all-algorithms`)")
+        pytest.fail(
+            f"no all-algorithms build at {path} (set WASM_ALL_ALGORITHMS, or run "
+            "`make build-all-algorithms`)"
+        )
     return os.path.abspath(path)
+
+
+@pytest.fixture(scope="module")
+def wasm_path(request) -> str:
+    """The filter every Envoy of a test module loads: the default build (RSA only), or the
+    all-algorithms build for modules marked `pytestmark = pytest.mark.all_algorithms` —
+    those that exercise ES256/ES384/EdDSA (test_algorithm_features.py tests what the
+    default build does with them)."""
+    if request.node.get_closest_marker("all_algorithms"):
+        return request.getfixturevalue("all_algorithms_wasm_path")
+    return request.getfixturevalue("default_wasm_path")
 
 
 # --- session-wide services ---------------------------------------------------------------

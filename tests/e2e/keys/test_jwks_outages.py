@@ -5,8 +5,8 @@ Every test counts what the JWKS server saw and bounds it by the backoff the filt
 (1 s doubling, jitter over [delay/2, delay]).
 
 Not repeated here (test_key_loading, test_key_refresh): 503 at start for 500 / garbage /
-empty body / no answer / refused connection, a slow *first* fetch, failed refreshes with
-HTTP 500 until the stale bound, refreshes answering HTML, `{"keys": []}` or an `oct` key."""
+empty body / no answer / refused connection, a slow *first* fetch, a refresh that drops a
+key."""
 
 from __future__ import annotations
 
@@ -275,12 +275,19 @@ def _bad_bodies(good_key: tk.SigningKey) -> dict[str, tuple[int, bytes]]:
         # Cut off mid-way.
         "truncated": (200, dumps(tk.jwks(good_key))[:100]),
         "json-array": (200, b"[]"),
+        # Not JSON at all (a proxy's error page under a 200).
+        "html": (200, b"<html>oops</html>"),
+        # A well-formed but empty key set.
+        "empty-key-set": (200, dumps({"keys": []})),
+        # The only key is symmetric.
+        "oct-only": (200, dumps({"keys": [{"kty": "oct", "kid": good_key.kid, "k": "c2VjcmV0"}]})),
     }
 
 
 VARIANTS = [
     "oversized", "rsa-1024-only", "duplicate-kid-only", "use-enc-only", "p521-only",
-    "hs256-alg-only", "http-404-valid-body", "truncated", "json-array",
+    "hs256-alg-only", "http-404-valid-body", "truncated", "json-array", "html", "empty-key-set",
+    "oct-only",
 ]  # fmt: skip (the keys of _bad_bodies, in order)
 
 
@@ -421,19 +428,30 @@ def _wait_refetch_window(envoy_last_refetch: list[float]) -> None:
 _REFETCHES: list[float] = []
 
 
-def test_unknown_kid_request_waits_for_a_refetch_slower_than_itself_within_timeout_and_gets_200(
-    refetch_envoy, jwks, upstream, signing_key
-):
-    envoy = refetch_envoy
+def _request_with_new_kid(envoy, jwks, upstream, signing_key, kid: str, delay: float):
+    """Publishes a new key `kid` next to the test key, makes the JWKS answer `delay` s late,
+    and sends a token signed by the new key: its kid is unknown to the filter, so the
+    request waits for an unknown-kid refetch. Returns (response, counters before, JWKS
+    hits before)."""
     _wait_refetch_window(_REFETCHES)
-    new_key = tk.SigningKey.generate("slow-new-key")
+    new_key = tk.SigningKey.generate(kid)
     jwks.serve(tk.jwks(signing_key, new_key))
-    jwks.delay_answers(0.6)  # within jwks_timeout_ms (1 s)
+    jwks.delay_answers(delay)
     before = envoy.counters()
     hits = jwks.hits(PATH)
     _REFETCHES.append(time.monotonic())
     upstream.clear()
-    resp = envoy.request("/x", bearer(id_token(new_key)))
+    return envoy.request("/x", bearer(id_token(new_key))), before, hits
+
+
+def test_unknown_kid_request_waits_for_a_refetch_slower_than_itself_within_timeout_and_gets_200(
+    refetch_envoy, jwks, upstream, signing_key
+):
+    envoy = refetch_envoy
+    # 0.6 s: within jwks_timeout_ms (1 s)
+    resp, before, hits = _request_with_new_kid(
+        envoy, jwks, upstream, signing_key, "slow-new-key", 0.6
+    )
     assert_allowed(resp, upstream)
     assert 0.6 <= resp.elapsed < 1.0 + SLACK, resp.elapsed
     assert jwks.hits(PATH) == hits + 1
@@ -448,15 +466,8 @@ def test_unknown_kid_request_whose_refetch_times_out_gets_401_after_the_timeout(
     refetch_envoy, jwks, upstream, signing_key
 ):
     envoy = refetch_envoy
-    _wait_refetch_window(_REFETCHES)
-    unpublished = tk.SigningKey.generate("late-key")
-    jwks.serve(tk.jwks(signing_key, unpublished))
-    jwks.delay_answers(2.0)  # past jwks_timeout_ms (1 s)
-    before = envoy.counters()
-    hits = jwks.hits(PATH)
-    _REFETCHES.append(time.monotonic())
-    upstream.clear()
-    resp = envoy.request("/x", bearer(id_token(unpublished)))
+    # 2 s: past jwks_timeout_ms (1 s)
+    resp, before, hits = _request_with_new_kid(envoy, jwks, upstream, signing_key, "late-key", 2.0)
     # The key exists, but the refetch that would have shown it timed out: the kid is
     # unknown after the refetch (401, not 503: the keys the filter has are usable).
     assert_invalid(resp, upstream)

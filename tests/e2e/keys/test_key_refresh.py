@@ -7,17 +7,12 @@ from __future__ import annotations
 import time
 
 from support import tokens as tk
-from support.assertions import assert_invalid
-from support.authorizer_config import TEST_CLIENT, TEST_ISSUER, TEST_POOL, jwks_path
-from support.authorizer_config import self_minted_only_config
+from support.assertions import assert_allowed, assert_invalid
+from support.authorizer_config import TEST_POOL, jwks_path, self_minted_only_config
+from support.key_lifecycle import id_token
 from support.scenarios import bearer
 
 PATH = jwks_path(TEST_POOL)
-
-
-def _id_token(key: tk.SigningKey) -> str:
-    # payload: {"iss": TEST_ISSUER, "aud": TEST_CLIENT, "token_use": "id", "exp": now+3600, ...}
-    return tk.sign(key, tk.id_claims(TEST_ISSUER, TEST_CLIENT))
 
 
 def test_refresh_that_drops_a_key_stops_trusting_it_even_for_cached_tokens(
@@ -26,10 +21,23 @@ def test_refresh_that_drops_a_key_stops_trusting_it_even_for_cached_tokens(
     new_key = tk.SigningKey.generate("rotated-key")
     jwks.serve(tk.jwks(signing_key, new_key))
     envoy = start_envoy(self_minted_only_config(jwks_refresh_seconds=1))
-    old_token, new_token = _id_token(signing_key), _id_token(new_key)
-    for _ in range(3):  # both keys trusted; the old token is now in the workers' caches
-        assert envoy.request("/x", bearer(old_token)).status == 200
-        assert envoy.request("/x", bearer(new_token)).status == 200
+    old_token, new_token = id_token(signing_key), id_token(new_key)
+
+    def allowed(token):
+        upstream.clear()
+        assert_allowed(envoy.request("/x", bearer(token)), upstream)
+
+    def refused(token):
+        upstream.clear()
+        assert_invalid(envoy.request("/x", bearer(token)), upstream)
+
+    # Both keys trusted. The old token goes into the cache of every worker; a second round
+    # on every worker is answered from those caches only.
+    envoy.on_every_worker(lambda: allowed(old_token))
+    hits_before = envoy.counter("cache_hit")
+    second_round = envoy.on_every_worker(lambda: allowed(old_token))
+    assert envoy.counter("cache_hit") - hits_before == second_round
+    allowed(new_token)
 
     jwks.serve(tk.jwks(new_key))  # the pool rotated: the old key is gone
     hits = jwks.hits(PATH)
@@ -37,10 +45,8 @@ def test_refresh_that_drops_a_key_stops_trusting_it_even_for_cached_tokens(
     # Every worker picks the published set up from shared data on its next tick (≤ 1 s).
     time.sleep(1.3)
 
-    for _ in range(4):
-        upstream.clear()
-        assert_invalid(envoy.request("/x", bearer(old_token)), upstream)
-        assert envoy.request("/x", bearer(new_token)).status == 200
+    envoy.on_every_worker(lambda: refused(old_token))
+    envoy.on_every_worker(lambda: allowed(new_token))
 
 
 def test_one_fetch_per_refresh_for_the_whole_process(start_envoy, jwks, signing_key):

@@ -131,6 +131,8 @@ def test_fail_closed_with_two_workers_never_passes_a_request_without_a_valid_tok
         assert resp.status in (200, 503), resp.describe()
     assert all(r.header("authorization") == f"Bearer {valid}" for r in upstream.requests)
     print(f"statuses seen after the panic: {sorted(seen)}")
+    # Both workers answered: the dead one refused the valid token, the live one passed it.
+    assert {("valid", 200), ("valid", 503)} <= seen, sorted(seen)
 
 
 def test_fail_reload_refuses_while_reloading_then_authorizes_again(

@@ -65,7 +65,11 @@ def test_host_calls_per_request_stay_within_the_published_budget(
 ):
     envoy = envoys[filter_state]
     token = mint_id(signing_key, username="budget", groups=["readers"])
-    envoy.on_every_worker(lambda: envoy.request("/x", bearer(token)))  # cached on every VM
+    def allowed():
+        resp = envoy.request("/x", bearer(token))
+        assert resp.status == 200, resp.describe()
+
+    envoy.on_every_worker(allowed)  # cached on every worker's VM
 
     def send(headers):
         return lambda: envoy.request("/x", headers)

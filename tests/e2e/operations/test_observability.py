@@ -231,27 +231,17 @@ def test_counters_move_in_stats_and_prometheus_alike(envoy, upstream, alice, cog
 # --- filter state in the access log ------------------------------------------------------
 
 
-def test_access_log_allowed_id_token_has_pool_sub_and_client(
-    envoy, upstream, alice, cognito, access_log_path
+@pytest.mark.parametrize("kind", ["id_token", "access_token"])
+def test_access_log_allowed_token_has_pool_sub_and_client_id(
+    envoy, upstream, alice, cognito, access_log_path, kind
 ):
-    _, claims, _ = tk.split(alice.id_token)
+    """The app client comes from `aud` in an id token and from `client_id` in an access
+    token: the log names it either way."""
+    token = getattr(alice, kind)
+    _, claims, _ = tk.split(token)
     path = unique()
 
-    assert_allowed(send(envoy, upstream, path, alice.id_token), upstream)
-
-    assert access_line(access_log_path, path) == (
-        f"GET {path} 200 decision=allow reason=allowed pool=moto sub={claims['sub']}"
-        f" client_id={cognito.client_id}"
-    )
-
-
-def test_access_log_allowed_access_token_has_client_id(
-    envoy, upstream, alice, cognito, access_log_path
-):
-    _, claims, _ = tk.split(alice.access_token)
-    path = unique()
-
-    assert_allowed(send(envoy, upstream, path, alice.access_token), upstream)
+    assert_allowed(send(envoy, upstream, path, token), upstream)
 
     assert access_line(access_log_path, path) == (
         f"GET {path} 200 decision=allow reason=allowed pool=moto sub={claims['sub']}"
@@ -331,8 +321,8 @@ def test_access_log_expired_token(envoy, upstream, signing_key, access_log_path)
 def test_access_log_forbidden_names_the_verified_tokens_pool_sub_and_client(
     envoy, upstream, cognito, access_log_path
 ):
-    """README "Identity for the upstream": `pool`, `sub` and `client_id` are published "after a verified token" — a
-    403 comes after one, so the log can say who was refused."""
+    """README "Identity for the upstream": `pool`, `sub` and `client_id` are published "after
+    a verified token" — a 403 comes after one, so the log can say who was refused."""
     bob = cognito.login("bob")
     _, claims, _ = tk.split(bob.id_token)
     path = unique("/admin")

@@ -7,9 +7,9 @@ matching itself, and the upstream receives the path as sent).
 
 For each spelling: without a token → 401 (or Envoy's own 400), with a valid token of a user
 outside `admins` → 403 (or 400), never 200; with an admin's token the request reaches the
-upstream, and the test records which path the upstream received. Paths are case-sensitive:
-`/ADMIN` is not `/admin`, so it gets the default requirement (any valid token) — not
-anonymous access."""
+upstream, and the test records which path the upstream received. Letter case: `/ADMIN` is
+`/admin` to an upstream that folds case, so it needs an admin as well; `/PUBLIC/x` is not
+anonymous (read as sent, it is not under `/public`)."""
 
 from __future__ import annotations
 

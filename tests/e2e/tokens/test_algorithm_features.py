@@ -25,6 +25,7 @@ from support.authorizer_config import (
 from support.envoy import refusal_reasons_since, settled_log_size
 from support.jwks_server import JwksServer
 from support.polling import wait_until
+from support.scenarios import bearer
 
 NOT_BUILT_IN = {"ES256": "P-256", "ES384": "P-384", "EdDSA": "Ed25519"}
 RSA_BUILT_IN = "(built in: RS256, RS384, RS512, PS256, PS384, PS512)"
@@ -68,7 +69,9 @@ def test_default_build_says_it_carries_rsa_only(world):
 
     log = envoy.log_text()
 
-    assert f"signatures: RSA by host crypto, ECDSA not built in, others by the module {RSA_BUILT_IN}" in log
+    assert (
+        f"signatures: RSA by host crypto, ECDSA not built in, others by the module {RSA_BUILT_IN}"
+    ) in log
 
 
 def test_keys_of_algorithms_not_built_in_are_skipped_with_a_warning_and_rsa_is_used(
@@ -77,13 +80,18 @@ def test_keys_of_algorithms_not_built_in_are_skipped_with_a_warning_and_rsa_is_u
     envoy, _ = world
 
     # A request that needs the keys waits for the first fetch.
-    assert_allowed(envoy.request("/feat", {"authorization": f"Bearer {_token(keys, 'RS256', 'alice')}"}), upstream)
+    assert_allowed(envoy.request("/feat", bearer(_token(keys, "RS256", "alice"))), upstream)
 
     log = wait_until(
-        lambda: next((t for t in [envoy.log_text()] if "loaded JWKS" in t), None), 5, "the JWKS log lines"
+        lambda: next((t for t in [envoy.log_text()] if "loaded JWKS" in t), None),
+        5,
+        "the JWKS log lines",
     )
     for i, alg in enumerate(NOT_BUILT_IN, start=1):
-        assert f'JWKS key skipped: key {i}: kid "feat-{alg}": {alg} is not built into this module (it verifies RS256, RS384, RS512, PS256, PS384, PS512)' in log, alg
+        assert (
+            f'JWKS key skipped: key {i}: kid "feat-{alg}": {alg} is not built into this module'
+            " (it verifies RS256, RS384, RS512, PS256, PS384, PS512)"
+        ) in log, alg
     assert "loaded JWKS with kids [feat-RS256]" in log
 
 
@@ -97,7 +105,7 @@ def test_valid_token_of_an_algorithm_not_built_in_is_refused_as_invalid_without_
     outcomes = Outcomes(envoy)
     mark = settled_log_size(envoy)
 
-    resp = envoy.request("/feat", {"authorization": f"Bearer {token}"})
+    resp = envoy.request("/feat", bearer(token))
 
     assert_invalid(resp, upstream)
     assert outcomes.changes() == {"denied_invalid": 1}

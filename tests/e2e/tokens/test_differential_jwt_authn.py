@@ -33,11 +33,8 @@ from support.envoy import bootstrap, refusal_reasons_since, settled_log_size, wa
 from support.jwks_server import JwksServer
 
 
-@pytest.fixture(scope="module")
-def wasm_path(all_algorithms_wasm_path):
-    """Every algorithm is exercised here: the all-algorithms build (the default build carries
-    RSA only; test_algorithm_features.py tests what it does with the others)."""
-    return all_algorithms_wasm_path
+# Every algorithm is exercised here: the all-algorithms build (conftest's wasm_path).
+pytestmark = pytest.mark.all_algorithms
 
 
 OTHER_CLIENT = "9otherclient0not0configured"

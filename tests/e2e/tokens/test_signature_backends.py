@@ -4,9 +4,10 @@ Two Envoys run the same filter configuration but for `signature_backend`: `auto`
 and ECDSA checked by Envoy's BoringSSL through the `verify_signature` foreign function, after
 its start-up self-test) and `wasm` (the module's own verifiers for everything). They run the
 all-algorithms build, so that every algorithm the filter supports gets a valid token and
-tampered ones, under a JWK that names the algorithm and under one that does not; both Envoys must give each token the same
-status: 200 for the valid ones, 401 for every tampered one. A difference would mean one
-path accepts what the other refuses: a security bug in one of them.
+tampered ones, under a JWK that names the algorithm and under one that does not; both
+Envoys must give each token the same status: 200 for the valid ones, 401 for every tampered
+one. A difference would mean one path accepts what the other refuses: a security bug in one
+of them.
 
 Tampering: one byte of the decoded signature inverted (first, middle, last); the signature
 one byte short, one byte long, with a leading zero byte; all zeros; and per family: RSA
@@ -32,11 +33,8 @@ from support.jwks_server import JwksServer
 from support.polling import wait_until
 
 
-@pytest.fixture(scope="module")
-def wasm_path(all_algorithms_wasm_path):
-    """Every algorithm is exercised here: the all-algorithms build (the default build carries
-    RSA only; test_algorithm_features.py tests what it does with the others)."""
-    return all_algorithms_wasm_path
+# Every algorithm is exercised here: the all-algorithms build (conftest's wasm_path).
+pytestmark = pytest.mark.all_algorithms
 
 
 ED25519_L = 2**252 + 27742317777372353535851937790883648493
@@ -94,8 +92,12 @@ def test_auto_backend_uses_host_crypto_and_wasm_backend_uses_the_module(backends
         wait_until(lambda: "signatures: " in envoy.log_text(), 10, f"{envoy.name}'s log")
     auto, wasm = backends["auto"].log_text(), backends["wasm"].log_text()
 
-    assert f"signatures: RSA by host crypto, ECDSA by host crypto, others by the module {ALL_BUILT_IN}" in auto
-    assert f"signatures: RSA by the module, ECDSA by the module, others by the module {ALL_BUILT_IN}" in wasm
+    assert (
+        f"signatures: RSA by host crypto, ECDSA by host crypto, others by the module {ALL_BUILT_IN}"
+    ) in auto
+    assert (
+        f"signatures: RSA by the module, ECDSA by the module, others by the module {ALL_BUILT_IN}"
+    ) in wasm
     assert "host crypto" not in wasm
 
 

@@ -1,8 +1,9 @@
-"""Token sources (README "Configuration reference", token_sources): headers (any `Bearer` spelling or raw, or an exact `prefix`),
-query parameters and cookies, in the configured list that replaces the default; the same
-token in two sources is fine, two different tokens are a 401 invalid; `forward_token: false`
-removes the token from where it was found — header, query parameter (other parameters
-kept) or cookie (other cookies kept) — and `true` (the default) keeps it.
+"""Token sources (README "Configuration reference", token_sources): headers (any `Bearer`
+spelling or raw, or an exact `prefix`), query parameters and cookies, in the configured list
+that replaces the default; the same token in two sources is fine, two different tokens are
+a 401 invalid; `forward_token: false` removes the token from where it was found — header,
+query parameter (other parameters kept) or cookie (other cookies kept) — and `true` (the
+default) keeps it.
 
 Two Envoys for the module, with the same sources: one forwarding tokens (the default), one
 with `"forward_token": false`; and one whose sources do not include `authorization`."""
@@ -85,6 +86,13 @@ def other_token(signing_key) -> str:
 def req(envoy, upstream, path="/items", headers=()):
     upstream.clear()
     return envoy.request(path, headers)
+
+
+def req_filled(envoy, upstream, path: str, headers: dict[str, str], **tokens):
+    """`req` with the placeholders of `path` and of the header values (`{t}`, `{o}`) filled
+    in with `tokens`: the parametrised cases name where tokens go, not the tokens."""
+    filled = {name: value.format(**tokens) for name, value in headers.items()}
+    return req(envoy, upstream, path.format(**tokens), filled)
 
 
 # --- each kind of source -----------------------------------------------------------------
@@ -180,12 +188,7 @@ def test_configured_order_does_not_let_a_later_source_override_an_earlier_one(
     ids=["header+query", "header+cookie", "two-headers", "query-twice"],
 )
 def test_same_token_in_two_sources_is_allowed(forwarding, upstream, token, path, headers):
-    resp = req(
-        forwarding,
-        upstream,
-        path.format(t=token),
-        {k: v.format(t=token) for k, v in headers.items()},
-    )
+    resp = req_filled(forwarding, upstream, path, headers, t=token)
 
     assert_allowed(resp, upstream)
 
@@ -208,12 +211,7 @@ def test_different_tokens_in_two_sources_are_invalid(
 ):
     outcomes = Outcomes(forwarding)
 
-    resp = req(
-        forwarding,
-        upstream,
-        path.format(t=token, o=other_token),
-        {k: v.format(t=token, o=other_token) for k, v in headers.items()},
-    )
+    resp = req_filled(forwarding, upstream, path, headers, t=token, o=other_token)
 
     assert_invalid(resp, upstream)
     assert outcomes.changes() == {"denied_invalid": 1}
@@ -251,7 +249,7 @@ def test_forward_token_false_removes_the_token_header(
 def test_forward_token_false_removes_only_the_token_parameter(
     stripping, upstream, token, path, expected
 ):
-    seen = assert_allowed(req(stripping, upstream, path.format(t=token)), upstream)
+    seen = assert_allowed(req_filled(stripping, upstream, path, {}, t=token), upstream)
 
     assert seen.path == expected
 
@@ -432,7 +430,8 @@ def test_forward_token_false_strips_the_token_from_cors_preflights(
 def test_forward_token_false_strips_the_token_from_report_mode_refusals(
     stripping_everywhere, upstream, signing_key, path
 ):
-    expired = tk.sign(signing_key, tk.id_claims(TEST_ISSUER, TEST_CLIENT, "old", now=int(time.time()) - 7200))
+    claims = tk.id_claims(TEST_ISSUER, TEST_CLIENT, "old", now=int(time.time()) - 7200)
+    expired = tk.sign(signing_key, claims)
     headers = {} if "?" in path else {"Authorization": f"Bearer {expired}"}
 
     seen = assert_allowed(
