@@ -1,4 +1,4 @@
-"""Issue 4, hot reload: Envoy serves its listener from a watched LDS file; a test rewrites
+"""Hot reload: Envoy serves its listener from a watched LDS file; a test rewrites
 the file (atomic rename), Envoy replaces the listener's filter chain (a new plugin
 configuration: `on_configure` runs again in every VM) while the process, its shared data
 and the JWKS server stay up.

@@ -1,4 +1,4 @@
-"""Issue 4, JWKS outages (README "Keys"): no keys at start, then recovery without a restart; keys
+"""JWKS outages (README "Keys"): no keys at start, then recovery without a restart; keys
 loaded and then the JWKS hangs or refuses connections (stale keys until the bound, then
 503); malformed refreshes of every other kind; slow answers, within and past the timeout.
 Every test counts what the JWKS server saw and bounds it by the backoff the filter promises

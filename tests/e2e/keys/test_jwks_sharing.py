@@ -1,4 +1,4 @@
-"""Issue 4, one fetch per process (README "Keys"): with `--concurrency 4` Envoy runs five VMs (the
+"""One fetch per process (README "Keys"): with `--concurrency 4` Envoy runs five VMs (the
 main thread's and one per worker). The key set, the refresh schedule and the unknown-kid
 rate limit are shared through proxy-wasm shared data, so the JWKS server sees what one VM
 alone would cause: one fetch per refresh, one refetch per `jwks_min_refetch_seconds`

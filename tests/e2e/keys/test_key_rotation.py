@@ -1,4 +1,4 @@
-"""Issue 4, rotation: the pool rotates its signing key the way Cognito does (publish the
+"""Rotation: the pool rotates its signing key the way Cognito does (publish the
 new key next to the old one, sign with the new one, later withdraw the old one), seen end
 to end with the JWKS server's fetch count at every step.
 

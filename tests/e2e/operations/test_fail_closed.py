@@ -1,4 +1,4 @@
-"""A VM that crashes must not open the door (issue 5): the fault-injection build
+"""A VM that crashes must not open the door: the fault-injection build
 (`make build-fault`, `$WASM_FAULT`) panics when a request carries
 `x-cognito-authorizer-fault: panic`; the release build has that code compiled out.
 

@@ -1,4 +1,4 @@
-"""Memory stays bounded under a flood of distinct tokens (issue 5).
+"""Memory stays bounded under a flood of distinct tokens.
 
 Envoy (2 workers, default `token_cache_size` 1024 per worker VM) gets, for FLOOD_SECONDS
 (default 20; `FLOOD_SECONDS=60` for the long run by hand), requests from 8 threads on

@@ -1,4 +1,4 @@
-"""Path normalisation (README "rules entries"; issue 3): a rule written for `/admin` cannot be
+"""Path normalisation (README "Paths"): a rule written for `/admin` cannot be
 bypassed by another spelling of the same path, and an `allow` rule for `/public` cannot be
 stretched to reach `/admin` — both with the HTTP connection manager settings the README
 recommends (`normalize_path`, `merge_slashes`, `path_with_escaped_slashes_action:

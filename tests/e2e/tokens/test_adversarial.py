@@ -1,4 +1,4 @@
-"""Adversarial tokens and requests (issue 5), on real Envoy: every case has one exact expected
+"""Adversarial tokens and requests, on real Envoy: every case has one exact expected
 answer, and nothing but a token the pool really issued (valid now) reaches the upstream.
 
 Extends test_forged_tokens.py (not repeated here: tampered payload, `alg: none`/`None`

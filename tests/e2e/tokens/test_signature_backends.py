@@ -1,4 +1,4 @@
-"""Both signature paths, same tokens, identical results (issue 5).
+"""Both signature paths, same tokens, identical results.
 
 Two Envoys run the same filter configuration but for `signature_backend`: `auto` (RSA PKCS#1
 and ECDSA checked by Envoy's BoringSSL through the `verify_signature` foreign function, after
