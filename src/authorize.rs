@@ -5,6 +5,7 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::time::Duration;
 
 use crate::config::{Config, CorsPreflight, Mode, TokenSource};
 use crate::decision::{self, cors_headers, local_reply, DECISION_HEADER};
@@ -105,9 +106,9 @@ pub enum Action {
         headers: Vec<(&'static str, String)>,
     },
     /// Wait for the pool's keys (or its revocation source's first document): the request
-    /// is now among the VM's waiters. `busy_tick`: the first waiter — tick at
-    /// [`crate::vm::Tick::BUSY`] until none is left.
-    Wait { busy_tick: bool },
+    /// is now among the VM's waiters. `tick`: the root's new tick period, when this first
+    /// waiter changes it ([`crate::vm::Tick::BUSY`] until none is left).
+    Wait { tick: Option<Duration> },
 }
 
 /// The decision and its side effects.
@@ -218,8 +219,8 @@ fn decide<S: SharedData>(
     };
     let cached = match verify(vm, config, &found.token, &clock, attempt, crypto, &mut out) {
         Step::Verified(cached) => cached,
-        Step::Wait { busy_tick } => {
-            out.action = Action::Wait { busy_tick };
+        Step::Wait { tick } => {
+            out.action = Action::Wait { tick };
             return out;
         }
         Step::Refused(refused) => return refuse(config, headers, refused, None, out),
@@ -227,8 +228,8 @@ fn decide<S: SharedData>(
     // Fresh or from the cache: a token revoked after it was cached is refused all the same.
     match revocation(vm, config, &cached, clock(), attempt) {
         Step::Verified(_) => {}
-        Step::Wait { busy_tick } => {
-            out.action = Action::Wait { busy_tick };
+        Step::Wait { tick } => {
+            out.action = Action::Wait { tick };
             return out;
         }
         Step::Refused(refused) => {
@@ -304,7 +305,7 @@ fn publish(out: &mut Decision, config: &Config, name: &'static str, value: impl 
 
 enum Step {
     Verified(Rc<CachedToken>),
-    Wait { busy_tick: bool },
+    Wait { tick: Option<Duration> },
     Refused(Refused),
 }
 
@@ -428,7 +429,7 @@ fn verify<S: SharedData>(
         kid_refetched,
     });
     Step::Wait {
-        busy_tick: vm.tick_busy(),
+        tick: vm.tick_busy(),
     }
 }
 
@@ -491,7 +492,7 @@ fn revocation<S: SharedData>(
                 kid_refetched: attempt.kid_refetched,
             });
             Step::Wait {
-                busy_tick: vm.tick_busy(),
+                tick: vm.tick_busy(),
             }
         }
     }
@@ -693,6 +694,7 @@ mod tests {
     use crate::keys::encode_envelope;
     use crate::shared_keys::tests::FakeSharedData;
     use crate::signature::NoHostCrypto;
+    use crate::vm::Tick;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
     use jwt_simple::prelude::*;
@@ -914,7 +916,12 @@ mod tests {
         // Not from the cache: the kid is unknown now, and a refetch is started and awaited.
         let d = w.get("/x", &t);
         assert_eq!(counted(&d, Counter::CacheHit), 0);
-        assert_eq!(d.action, Action::Wait { busy_tick: true });
+        assert_eq!(
+            d.action,
+            Action::Wait {
+                tick: Some(Tick::BUSY)
+            }
+        );
 
         // The refetch confirms: no key "a" any more.
         w.advance(100);
@@ -953,7 +960,12 @@ mod tests {
 
         let d = w.get("/x", &token(key_b(), "b", "bob", &[]));
 
-        assert_eq!(d.action, Action::Wait { busy_tick: true });
+        assert_eq!(
+            d.action,
+            Action::Wait {
+                tick: Some(Tick::BUSY)
+            }
+        );
         assert_eq!(counted(&d, Counter::JwksRefetchUnknownKid), 1);
         let schedule = w.vm.pools[0].shared.schedule();
         assert_eq!(schedule.last_kid_refetch_ms, Some(NOW_MS));
@@ -971,7 +983,9 @@ mod tests {
         w.keys_published(&jwks(&[(key_a(), "a")]));
         assert_eq!(
             w.get("/x", &token(key_b(), "b", "bob", &[])).action,
-            Action::Wait { busy_tick: true }
+            Action::Wait {
+                tick: Some(Tick::BUSY)
+            }
         );
         // Another VM took the lease for that refetch.
         let now = w.now_ms;
@@ -993,7 +1007,7 @@ mod tests {
             Attempt::first(2),
         );
 
-        assert_eq!(d.action, Action::Wait { busy_tick: false });
+        assert_eq!(d.action, Action::Wait { tick: None });
         assert_eq!(counted(&d, Counter::JwksRefetchUnknownKid), 0);
         assert_eq!(w.vm.waiters.len(), 2);
     }
@@ -1004,7 +1018,9 @@ mod tests {
         w.keys_published(&jwks(&[(key_a(), "a")]));
         assert_eq!(
             w.get("/x", &token(key_b(), "b", "bob", &[])).action,
-            Action::Wait { busy_tick: true }
+            Action::Wait {
+                tick: Some(Tick::BUSY)
+            }
         );
         // The refetch came back without the kid.
         w.advance(200);
@@ -1027,7 +1043,12 @@ mod tests {
         let mut w = world(json!({}));
         let t = token(key_a(), "a", "alice", &[]);
         let first = w.get("/x", &t);
-        assert_eq!(first.action, Action::Wait { busy_tick: true });
+        assert_eq!(
+            first.action,
+            Action::Wait {
+                tick: Some(Tick::BUSY)
+            }
+        );
         assert_eq!(counted(&first, Counter::CacheMiss), 1);
 
         w.advance(300);
@@ -1047,7 +1068,12 @@ mod tests {
     fn a_wait_past_its_deadline_is_503_with_retry_after_1() {
         let mut w = world(json!({"jwks_timeout_ms": 500}));
         let t = token(key_a(), "a", "alice", &[]);
-        assert_eq!(w.get("/x", &t).action, Action::Wait { busy_tick: true });
+        assert_eq!(
+            w.get("/x", &t).action,
+            Action::Wait {
+                tick: Some(Tick::BUSY)
+            }
+        );
 
         // Deadline: the fetch timeout + 1 s; no keys came.
         w.advance(1_500);
@@ -1260,6 +1286,7 @@ mod revocation_tests {
     use crate::shared_keys::tests::FakeSharedData;
     use crate::shared_keys::SharedRevocations;
     use crate::signature::NoHostCrypto;
+    use crate::vm::Tick;
     use jwt_simple::prelude::*;
     use std::sync::OnceLock;
 
@@ -1289,10 +1316,11 @@ mod revocation_tests {
     fn token(sub: &str, session: &str, auth_time: u64) -> String {
         let custom = serde_json::json!({"token_use": "access", "client_id": "cl",
             "origin_jti": session, "auth_time": auth_time});
-        let claims = Claims::with_custom_claims(custom, Duration::from_hours(1))
-            .with_issuer(ISS)
-            .with_subject(sub)
-            .with_jwt_id(format!("{session}-jti"));
+        let claims =
+            Claims::with_custom_claims(custom, jwt_simple::prelude::Duration::from_hours(1))
+                .with_issuer(ISS)
+                .with_subject(sub)
+                .with_jwt_id(format!("{session}-jti"));
         key().sign(claims).unwrap()
     }
 
@@ -1354,7 +1382,12 @@ mod revocation_tests {
         let now = now_ms / 1000;
         let t = token("u1", "s1", now - 100);
         let first = decide(&mut vm, &t, now_ms, 1);
-        assert_eq!(first.action, Action::Wait { busy_tick: true });
+        assert_eq!(
+            first.action,
+            Action::Wait {
+                tick: Some(Tick::BUSY)
+            }
+        );
         assert!(vm.due_waiters(now_ms).is_empty());
         publish(&store, &vm, &doc(r#""s1":99999999999"#, ""), now_ms);
         vm.sync_sources(now_ms);

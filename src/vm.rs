@@ -379,9 +379,10 @@ impl<S: SharedData> VmState<S> {
         }
     }
 
-    /// A request starts waiting: true when the tick must speed up to [`Tick::BUSY`] now.
-    pub fn tick_busy(&mut self) -> bool {
-        std::mem::replace(&mut self.tick, Tick::Busy) != Tick::Busy
+    /// A request starts waiting: the tick speeds up to [`Tick::BUSY`] (returned when that
+    /// is a change).
+    pub fn tick_busy(&mut self) -> Option<Duration> {
+        (std::mem::replace(&mut self.tick, Tick::Busy) != Tick::Busy).then_some(Tick::BUSY)
     }
 
     /// A tick came: the first one switches to the idle period (unless requests already
@@ -499,9 +500,9 @@ pub(crate) mod tests {
     fn only_the_first_waiter_speeds_the_tick_up_and_the_last_one_slows_it_down() {
         let mut vm = vm(PLAIN);
         vm.ticked();
-        assert!(vm.tick_busy());
+        assert_eq!(vm.tick_busy(), Some(Tick::BUSY));
         vm.waiters.push(waiter(1));
-        assert!(!vm.tick_busy(), "already busy");
+        assert_eq!(vm.tick_busy(), None, "already busy");
         vm.waiters.push(waiter(2));
         assert_eq!(vm.settle_tick(), None, "requests still wait");
         vm.forget_waiter(1);
@@ -514,7 +515,7 @@ pub(crate) mod tests {
     #[test]
     fn a_request_waiting_before_the_first_tick_keeps_the_busy_period() {
         let mut vm = vm(PLAIN);
-        assert!(vm.tick_busy());
+        assert_eq!(vm.tick_busy(), Some(Tick::BUSY));
         vm.waiters.push(waiter(1));
         assert_eq!(vm.ticked(), None);
         vm.forget_waiter(1);

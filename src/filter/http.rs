@@ -9,7 +9,6 @@ use super::host::{self, request_headers, set_property, set_request_header};
 use super::SharedState;
 use crate::authorize::{authorize, Action, Attempt, Decision};
 use crate::request::RequestHeaders;
-use crate::vm::Tick;
 
 pub struct Filter {
     context_id: u32,
@@ -103,8 +102,8 @@ fn apply(state: &SharedState, decision: Decision) -> HostAction {
             host::send_local_reply(status, &headers, body);
             HostAction::Pause
         }
-        Action::Wait { busy_tick } => {
-            host::set_tick_period(busy_tick.then_some(Tick::BUSY));
+        Action::Wait { tick } => {
+            host::set_tick_period(tick);
             HostAction::Pause
         }
     }
