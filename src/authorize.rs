@@ -8,7 +8,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use crate::config::{Config, CorsPreflight, Mode, TokenSource};
-use crate::decision::{self, cors_headers, local_reply, DECISION_HEADER};
+use crate::cors::{cors_headers, is_preflight, preflight_headers};
+use crate::decision::{self, local_reply, DECISION_HEADER};
 use crate::error::{AuthError, Refusal};
 use crate::extract::{
     cookie_header_without, extract_token, path_without_query_param, token_locations, FoundToken,
@@ -189,18 +190,15 @@ fn decide<S: SharedData>(
     let requirements = match route(&config.rules, &facts) {
         Route::Anonymous => return anonymous(config, headers, decision::REASON_ALLOW_RULE, out),
         Route::Token(requirements) => requirements,
-        Route::UnreadablePath => {
-            let refused = Refused::new(AuthError::UnreadablePath, None);
+        Route::UnreadablePath(why) => {
+            let mut refused = Refused::new(AuthError::UnreadablePath, None);
+            refused.detail = Some(why.name());
             return refuse(config, headers, refused, None, out);
         }
     };
     // Browsers send preflights without credentials: demanding a token would break CORS.
-    if config.cors_preflight == CorsPreflight::Bypass
-        && method == "OPTIONS"
-        && headers.first("origin").is_some()
-        && headers.first("access-control-request-method").is_some()
-    {
-        return anonymous(config, headers, decision::REASON_CORS_PREFLIGHT, out);
+    if config.cors_preflight != CorsPreflight::Authenticate && is_preflight(headers) {
+        return preflight(config, headers, out);
     }
     let found = match extract_token(&config.token_sources, |name| headers.all_values(name)) {
         Ok(found) => found,
@@ -559,6 +557,33 @@ fn refuse(
     out
 }
 
+/// A preflight on a route that needs a token: answered here (`"answer"`), or passed on with
+/// every token source removed (`"bypass"`), since a browser never sends one on a preflight
+/// and the upstream must not act on one that came anyway.
+fn preflight(config: &Config, headers: &RequestHeaders, mut out: Decision) -> Decision {
+    let reason = decision::REASON_CORS_PREFLIGHT;
+    if config.cors_preflight == CorsPreflight::Answer {
+        publish(&mut out, config, property::DECISION, || {
+            Text::Static("anonymous")
+        });
+        publish(&mut out, config, property::REASON, || Text::Static(reason));
+        out.action = Action::Reply {
+            status: 204,
+            body: "",
+            headers: preflight_headers(headers, config),
+        };
+        return out;
+    }
+    let every_source: Vec<usize> = (0..config.token_sources.len()).collect();
+    let removals = strip_tokens(config, headers, &every_source);
+    let mut out = anonymous(config, headers, reason, out);
+    if let Action::Continue { headers, .. } = &mut out.action {
+        headers.retain(|(name, _)| !removals.iter().any(|(removed, _)| removed == name));
+        headers.extend(removals);
+    }
+    out
+}
+
 fn anonymous(
     config: &Config,
     headers: &RequestHeaders,
@@ -653,19 +678,34 @@ fn token_removals(
             &located
         }
     };
+    strip_tokens(config, headers, sources)
+}
+
+/// The header changes that remove token sources `sources` (indices into `token_sources`)
+/// from the request; a source the request does not use changes nothing.
+fn strip_tokens(
+    config: &Config,
+    headers: &RequestHeaders,
+    sources: &[usize],
+) -> Vec<(String, Option<String>)> {
     let mut changes = Vec::new();
     let mut path: Option<String> = None;
     let mut cookies: Option<Option<String>> = None;
     for source in sources.iter().filter_map(|i| config.token_sources.get(*i)) {
         match source {
             TokenSource::Header { name } | TokenSource::HeaderWithPrefix { name, .. } => {
-                changes.push((name.clone(), None));
+                if headers.first(name).is_some() && !changes.iter().any(|(n, _)| n == name) {
+                    changes.push((name.clone(), None));
+                }
             }
             TokenSource::Query { name } => {
                 let current = path.as_deref().unwrap_or(headers.path());
                 path = Some(path_without_query_param(current, name));
             }
             TokenSource::Cookie { name } => {
+                if headers.first("cookie").is_none() {
+                    continue;
+                }
                 let current = match &cookies {
                     Some(c) => c.clone().unwrap_or_default(),
                     None => headers.all_values("cookie").join("; "),
@@ -674,7 +714,7 @@ fn token_removals(
             }
         }
     }
-    if let Some(path) = path {
+    if let Some(path) = path.filter(|p| p != headers.path()) {
         changes.push((":path".to_string(), Some(path)));
     }
     if let Some(cookies) = cookies {
@@ -801,8 +841,18 @@ mod tests {
         }
 
         fn decide(&mut self, path: &str, headers: &[(&str, &str)], attempt: Attempt) -> Decision {
+            self.request("GET", path, headers, attempt)
+        }
+
+        fn request(
+            &mut self,
+            method: &str,
+            path: &str,
+            headers: &[(&str, &str)],
+            attempt: Attempt,
+        ) -> Decision {
             let mut all = vec![
-                (":method".to_string(), "GET".to_string()),
+                (":method".to_string(), method.to_string()),
                 (":path".to_string(), path.to_string()),
             ];
             all.extend(headers.iter().map(|(n, v)| (n.to_string(), v.to_string())));
@@ -1231,6 +1281,105 @@ mod tests {
             &NoHostCrypto,
         );
         assert_eq!(status(&d), 401);
+    }
+
+    const APP: &str = "https://app.example";
+
+    fn preflight_from(origin: &str, method: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("origin", origin.to_string()),
+            ("access-control-request-method", method.to_string()),
+        ]
+    }
+
+    fn borrowed<'a>(headers: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+        headers.iter().map(|(n, v)| (*n, v.as_str())).collect()
+    }
+
+    #[test]
+    fn a_bypassed_preflight_reaches_the_upstream_without_any_token_source() {
+        // A preflight carries no credentials from a browser; one that does is not a browser's,
+        // and an upstream that ignores the method must not get a token with it.
+        let mut w = world(json!({"token_sources": [
+            {"header": "authorization"}, {"query": "access_token"}, {"cookie": "jwt"}
+        ]}));
+        let mut headers = preflight_from(APP, "DELETE");
+        headers.push(("authorization", "Bearer a.b.c".into()));
+        headers.push(("cookie", "jwt=a.b.c; theme=dark".into()));
+        let d = w.request(
+            "OPTIONS",
+            "/admin?access_token=a.b.c&page=2",
+            &borrowed(&headers),
+            Attempt::first(1),
+        );
+        assert_eq!(status(&d), 200);
+        assert_eq!(property(&d, property::REASON), Some("cors_preflight"));
+        let changes: Vec<_> = d.header_changes().collect();
+        assert!(changes.contains(&("authorization", None)), "{changes:?}");
+        assert!(
+            changes.contains(&(":path", Some("/admin?page=2"))),
+            "{changes:?}"
+        );
+        assert!(
+            changes.contains(&("cookie", Some("theme=dark"))),
+            "{changes:?}"
+        );
+        // Without credentials there is nothing to change.
+        let d = w.request(
+            "OPTIONS",
+            "/admin",
+            &borrowed(&preflight_from(APP, "GET")),
+            Attempt::first(1),
+        );
+        assert_eq!(d.header_changes().count(), 0);
+    }
+
+    #[test]
+    fn a_preflight_must_ask_for_a_method() {
+        let mut w = world(json!({}));
+        for method in ["", "GET, POST", "G T", "GET\u{7f}"] {
+            let d = w.request(
+                "OPTIONS",
+                "/admin",
+                &borrowed(&preflight_from(APP, method)),
+                Attempt::first(1),
+            );
+            assert_eq!(status(&d), 401, "{method:?}");
+        }
+    }
+
+    #[test]
+    fn an_answered_preflight_never_reaches_the_upstream_of_a_token_route() {
+        let mut w = world(json!({"cors_preflight": "answer", "cors_allow_origins": [APP]}));
+        let d = w.request(
+            "OPTIONS",
+            "/admin",
+            &borrowed(&preflight_from(APP, "DELETE")),
+            Attempt::first(1),
+        );
+        assert_eq!(status(&d), 204);
+        assert_eq!(reply_header(&d, "access-control-allow-origin"), Some(APP));
+        assert_eq!(
+            reply_header(&d, "access-control-allow-methods"),
+            Some("DELETE")
+        );
+        let other = w.request(
+            "OPTIONS",
+            "/admin",
+            &borrowed(&preflight_from("https://evil.example", "DELETE")),
+            Attempt::first(1),
+        );
+        assert_eq!(status(&other), 204);
+        assert_eq!(reply_header(&other, "access-control-allow-origin"), None);
+        // An anonymous route's preflight goes on like any request there.
+        let d = w.request(
+            "OPTIONS",
+            "/healthz",
+            &borrowed(&preflight_from(APP, "GET")),
+            Attempt::first(1),
+        );
+        assert_eq!(status(&d), 200);
+        assert_eq!(property(&d, property::REASON), Some("allow_rule"));
     }
 
     #[test]

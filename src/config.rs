@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer};
 use crate::cognito::{jwks_uri_for_issuer, JwksLocation, PoolId, TokenUse};
 use crate::decision::DECISION_HEADER;
 use crate::error::ConfigError;
-use crate::identity::folded_header_name;
+use crate::request::folded_header_name;
 use crate::request::header_name;
 use crate::revocation::{RevocationSource, WireRevocationSource};
 use crate::rules::{RouteRule, WireRule};
@@ -136,8 +136,13 @@ pub enum Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CorsPreflight {
-    /// Browsers never send credentials on a preflight, so requiring a token would break CORS.
+    /// A preflight continues to the upstream (whose CORS layer answers it) without a token:
+    /// browsers never send credentials on one, so every token source is removed from it.
     Bypass,
+    /// A preflight on a route that needs a token is answered by the filter itself (204 with
+    /// the CORS headers of `cors_allow_origins`) and never reaches the upstream.
+    Answer,
+    /// A preflight needs a token like any request.
     Authenticate,
 }
 

@@ -116,21 +116,6 @@ pub const REASON_ALLOWED: &str = "allowed";
 pub const REASON_ALLOW_RULE: &str = "allow_rule";
 pub const REASON_CORS_PREFLIGHT: &str = "cors_preflight";
 
-/// The CORS headers for a local reply when the request's `Origin` is allowed.
-pub fn cors_headers(origin: Option<&str>, allowed: &[String]) -> Vec<(&'static str, String)> {
-    let Some(origin) = origin else {
-        return Vec::new();
-    };
-    if allowed.iter().any(|a| a == "*" || a == origin) {
-        vec![
-            ("access-control-allow-origin", origin.to_string()),
-            ("vary", "origin".to_string()),
-        ]
-    } else {
-        Vec::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,23 +231,5 @@ mod tests {
             AuthError::RevocationsUnavailable.refusal().reason(),
             "unavailable"
         );
-    }
-
-    #[test]
-    fn cors_headers_only_for_allowed_origins() {
-        let allowed = vec!["https://app.example.com".to_string()];
-        assert_eq!(cors_headers(Some("https://evil.example"), &allowed), vec![]);
-        assert_eq!(cors_headers(None, &allowed), vec![]);
-        assert_eq!(
-            cors_headers(Some("https://app.example.com"), &allowed),
-            vec![
-                (
-                    "access-control-allow-origin",
-                    "https://app.example.com".to_string()
-                ),
-                ("vary", "origin".to_string())
-            ]
-        );
-        assert_eq!(cors_headers(Some("https://x"), &["*".to_string()]).len(), 2);
     }
 }

@@ -78,7 +78,7 @@ fn read_source<'h>(
         }
         TokenSource::Query { name } => {
             let path = header(":path").into_iter().next().unwrap_or_default();
-            single_value(query_pairs(path), name)
+            single_value(query_pairs(path), &query_name(name))
         }
         TokenSource::Cookie { name } => {
             // Several cookie headers (HTTP/1.1 clients may send them) are one cookie list.
@@ -150,13 +150,30 @@ fn query_of(path: &str) -> &str {
     path.split_once('?').map_or("", |(_, q)| q)
 }
 
-/// Query pairs as servers read them: name and value percent-decoded (`access%5Ftoken` is
-/// `access_token` to the upstream, so it must be to us too), the value trimmed like a header's.
+/// Query pairs as servers read them: the name as [`query_name`] reads it (`access%5Ftoken`
+/// and `access.token` are `access_token` to some upstream, so they must be to us too), the
+/// value percent-decoded and trimmed like a header's.
 fn query_pairs(path: &str) -> impl Iterator<Item = (String, String)> + '_ {
     query_of(path).split('&').map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(k), percent_decode(v).trim().to_string())
+        (
+            query_name(&percent_decode(k)),
+            percent_decode(v).trim().to_string(),
+        )
     })
+}
+
+/// A query parameter's name as the most permissive server reads it: percent-decoded (by
+/// the caller), with `.`, ` ` and `[` read as `_`, as PHP does (`access.token`, `access
+/// token` and `access[token` all set `$_GET["access_token"]`).
+fn query_name(decoded: &str) -> String {
+    decoded.replace(['.', ' ', '['], "_")
+}
+
+/// Every value of the query parameter `name` (read as [`query_pairs`] reads names).
+pub fn query_values<'p>(path: &'p str, name: &str) -> impl Iterator<Item = String> + 'p {
+    let name = query_name(name);
+    query_pairs(path).filter_map(move |(k, v)| (k == name).then_some(v))
 }
 
 /// Cookie pairs as servers read them (RFC 6265 §5.2): name and value trimmed.
@@ -200,9 +217,14 @@ pub fn path_without_query_param(path: &str, name: &str) -> String {
     let Some((base, query)) = before_fragment.split_once('?') else {
         return path.to_string();
     };
+    let name = query_name(name);
     let kept: Vec<&str> = query
         .split('&')
-        .filter(|pair| percent_decode(pair.split_once('=').map_or(*pair, |(k, _)| k)) != name)
+        .filter(|pair| {
+            query_name(&percent_decode(
+                pair.split_once('=').map_or(*pair, |(k, _)| k),
+            )) != name
+        })
         .filter(|pair| !pair.is_empty())
         .collect();
     let mut out = base.to_string();
@@ -446,6 +468,37 @@ mod tests {
         assert_eq!(
             path_without_query_param("/x?access%5Ftoken=x.y.z&a=1", "access_token"),
             "/x?a=1"
+        );
+    }
+
+    #[test]
+    fn query_names_that_php_reads_as_the_parameter_are_the_parameter() {
+        // PHP reads `access.token`, `access token` and `access[token` as `access_token`: a
+        // second token under such a name is a second token, not an unrelated parameter.
+        let q = vec![TokenSource::Query {
+            name: "access_token".into(),
+        }];
+        let query = |p: &str| extract_token(&q, headers(&[(":path", p)])).map(|f| f.token);
+        for forged in [
+            "access.token",
+            "access+token",
+            "access%20token",
+            "access[token",
+        ] {
+            assert_eq!(
+                query(&format!("/x?access_token=a.b.c&{forged}=x.y.z")),
+                Err(AuthError::AmbiguousToken),
+                "{forged}"
+            );
+        }
+        assert_eq!(query("/x?access.token=a.b.c"), Ok("a.b.c".into()));
+        assert_eq!(
+            query("/x?access_token=a.b.c&access.token=a.b.c"),
+            Ok("a.b.c".into())
+        );
+        assert_eq!(
+            path_without_query_param("/x?access.token=a&b=1&access_token=a", "access_token"),
+            "/x?b=1"
         );
     }
 

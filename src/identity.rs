@@ -3,19 +3,8 @@
 use serde_json::Value;
 
 use crate::config::ClaimHeader;
-use crate::request::RequestHeaders;
+use crate::request::{folds_to, RequestHeaders};
 use crate::verify::VerifiedToken;
-
-/// A header name as servers that map headers to variables read it: case folded and `_`
-/// read as `-` (CGI, WSGI, Rack and PHP give `x_cognito_sub` and `x-cognito-sub` one name).
-pub fn folded_header_name(name: &str) -> String {
-    name.bytes()
-        .map(|b| match b {
-            b'_' => '-',
-            b => char::from(b.to_ascii_lowercase()),
-        })
-        .collect()
-}
 
 /// The request headers (by their name as sent) that a client must not set: every header whose
 /// folded name is one the filter sets for the upstream (`protected`, already folded).
@@ -25,17 +14,7 @@ pub fn forged_headers<'a>(
 ) -> Vec<&'a str> {
     let mut forged: Vec<&str> = Vec::new();
     for name in names {
-        let hit = name.len() >= 2
-            && protected.iter().any(|p| {
-                p.len() == name.len()
-                    && p.bytes().zip(name.bytes()).all(|(p, n)| {
-                        p == if n == b'_' {
-                            b'-'
-                        } else {
-                            n.to_ascii_lowercase()
-                        }
-                    })
-            });
+        let hit = name.len() >= 2 && protected.iter().any(|p| folds_to(name, p));
         if hit && !forged.contains(&name) {
             forged.push(name);
         }
@@ -99,6 +78,7 @@ pub fn sanitize(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::folded_header_name;
     use serde_json::json;
 
     #[test]

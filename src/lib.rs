@@ -30,6 +30,7 @@ pub mod authorize;
 pub mod cache;
 pub mod cognito;
 pub mod config;
+pub mod cors;
 pub mod decision;
 pub mod error;
 pub mod extract;

@@ -2,60 +2,199 @@
 //!
 //! Servers disagree on what a path names: Envoy forwards `/admin/../healthz` as it is unless
 //! `normalize_path` is on; Tomcat cuts `;jsessionid=1` and reads `/admin/..;/x` as `/x`;
-//! Express keeps `;`; some servers decode `%2F` into a slash, some decode twice (`%252e`),
-//! IIS decodes `%u0061`, folds case and drops trailing dots and spaces. A rule decided on one
-//! reading while the upstream serves another is an authorization bypass.
+//! Express keeps `;` and ignores one trailing slash; Spring may match `/admin.json` to
+//! `/admin`; some servers decode `%2F` into a slash, some decode twice (`%252e`), some resolve
+//! dot segments before decoding and again after; IIS decodes `%u0061`, folds case and drops
+//! trailing dots and spaces; Java and .NET fold `ı`, `ſ` and the Kelvin sign into ASCII
+//! letters. A rule decided on one reading while the upstream serves another is an
+//! authorization bypass.
 //!
-//! So the filter never picks one reading: [`readings`] lists every distinct path a plausible
-//! combination of those behaviours yields, the rules are matched on each, and the request
-//! must satisfy the strictest outcome (see `rules::route`). A path with no special characters
-//! has exactly one reading (two when it has upper-case letters), so the common case costs one
-//! copy of the path.
+//! So the filter never picks one reading: [`readings`] lists every distinct path that any
+//! sequence of those behaviours ([`Step`]) yields, the rules are matched on each, and the
+//! request must satisfy the strictest outcome (see `rules::route`). A path with no special
+//! characters has exactly one reading, so the common case costs one copy of the path.
+//!
+//! The work is bounded whatever the path (README "Paths"): at most [`MAX_DECODES`] rounds of
+//! decoding on any reading (a path that still decodes to something new after them is
+//! refused), at most [`MAX_READINGS`] readings of at most [`MAX_READING_BYTES`] bytes in all,
+//! and each reading goes through each step once. Every step is one pass over its input, so
+//! the whole pass reads at most `2 × STEPS.len() × MAX_READING_BYTES` bytes ([`Work`]).
 
 /// More distinct readings than this, or more bytes in all of them, and the path is refused
-/// as unreadable (400): a bound on the work an attacker can ask for with one request.
+/// as unreadable (400): a bound on the work an attacker can ask for with one request. A path
+/// (without its query) longer than [`MAX_READING_BYTES`] is refused for the same reason; the
+/// servers behind refuse far shorter request lines (nginx, Apache and Tomcat at 8 KiB, Node.js
+/// and IIS at 16 KiB), so a genuine path never comes near.
 pub const MAX_READINGS: usize = 64;
-pub const MAX_READING_BYTES: usize = 256 * 1024;
+pub const MAX_READING_BYTES: usize = 32 * 1024;
+/// Decoding rounds (`%XX` or `%uXXXX`) any reading may take. Real clients encode once and
+/// proxies may add a second round; a path that still decodes to something new after this many
+/// is refused (400) rather than decoded on and on.
+pub const MAX_DECODES: u8 = 4;
 
-/// The path cannot be read within [`MAX_READINGS`] / [`MAX_READING_BYTES`].
+/// The path cannot be read within the bounds above.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TooManyReadings;
+pub enum Unreadable {
+    /// More than [`MAX_READINGS`] readings, or more than [`MAX_READING_BYTES`] in all.
+    TooManyReadings,
+    /// A reading still decodes to a new one after [`MAX_DECODES`] rounds.
+    TooManyDecodes,
+}
+
+impl Unreadable {
+    /// For the debug log's `detail=`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Unreadable::TooManyReadings => "too_many_readings",
+            Unreadable::TooManyDecodes => "too_many_decodes",
+        }
+    }
+}
+
+/// One behaviour of some server or proxy on the way, as a rewrite of one reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// IIS's `%uXXXX` escapes (`%u0061` → `a`).
+    DecodePercentU,
+    /// Only unreserved characters (`%61` → `a`, `%2E` → `.`), as Envoy's `normalize_path` does.
+    DecodeUnreserved,
+    /// Every escape, `%2F` and `%25` included, as most servers' URL decoders do.
+    DecodeAll,
+    /// `\` read as `/` (IIS, some Java and Node servers).
+    Backslash,
+    /// Path parameters cut from every segment (`/admin;jsessionid=1/x` → `/admin/x`), as
+    /// servlet containers do before routing.
+    CutParameters,
+    /// Case folded: ASCII, and the four non-ASCII letters whose simple case mapping is an
+    /// ASCII one (`İ` `ı` → `i`, `ſ` → `s`, Kelvin `K` → `k`), as case-insensitive routing in
+    /// Java, .NET and IIS compares them.
+    FoldCase,
+    /// Trailing dots and spaces dropped from each segment (`/admin.` and `/admin%20` are
+    /// `/admin` on Windows).
+    TrimNames,
+    /// Dot segments resolved (RFC 3986 §5.2.4; never above the root).
+    ResolveDots,
+    /// The same after empty segments are dropped (`//` read as `/`, Envoy's `merge_slashes`).
+    ResolveDotsMerged,
+    /// A decoded `?`, `#` or NUL ends the path, as the raw `?` and `#` do.
+    CutAtDelimiter,
+    /// One trailing slash dropped (Express's and Spring's default routing).
+    DropTrailingSlash,
+    /// The last segment's extension dropped (`/admin.json` → `/admin`, Spring's suffix match).
+    DropSuffix,
+}
+
+/// Every step, in the order each reading goes through them.
+pub const STEPS: [Step; 12] = [
+    Step::DecodePercentU,
+    Step::DecodeUnreserved,
+    Step::DecodeAll,
+    Step::Backslash,
+    Step::CutParameters,
+    Step::FoldCase,
+    Step::TrimNames,
+    Step::ResolveDots,
+    Step::ResolveDotsMerged,
+    Step::CutAtDelimiter,
+    Step::DropTrailingSlash,
+    Step::DropSuffix,
+];
+
+impl Step {
+    fn decodes(self) -> bool {
+        matches!(
+            self,
+            Step::DecodePercentU | Step::DecodeUnreserved | Step::DecodeAll
+        )
+    }
+
+    /// What the step makes of `path`, or `None` when it changes nothing.
+    pub fn apply(self, path: &str) -> Option<String> {
+        let out = match self {
+            Step::DecodePercentU => {
+                (path.contains("%u") || path.contains("%U")).then(|| decode_percent_u(path))
+            }
+            Step::DecodeUnreserved => path
+                .contains('%')
+                .then(|| decode_once(path, Decode::Unreserved)),
+            Step::DecodeAll => path.contains('%').then(|| decode_once(path, Decode::All)),
+            Step::Backslash => path.contains('\\').then(|| path.replace('\\', "/")),
+            Step::CutParameters => path.contains(';').then(|| cut_parameters(path)),
+            Step::FoldCase => needs_folding(path).then(|| fold_case(path)),
+            Step::TrimNames => path
+                .split('/')
+                .any(|s| s.ends_with([' ', '.']))
+                .then(|| trim_names(path)),
+            Step::ResolveDots => has_dot_segment(path).then(|| resolve_dots(path, false)),
+            Step::ResolveDotsMerged => {
+                (has_dot_segment(path) || path.contains("//")).then(|| resolve_dots(path, true))
+            }
+            Step::CutAtDelimiter => path
+                .find(['?', '#', '\0'])
+                .and_then(|end| path.get(..end))
+                .map(str::to_string),
+            Step::DropTrailingSlash => path
+                .strip_suffix('/')
+                .filter(|p| !p.is_empty())
+                .map(str::to_string),
+            Step::DropSuffix => {
+                let last = path.rfind('/').map_or(0, |i| i + 1);
+                path.get(last..)
+                    .filter(|segment| !segment.bytes().all(|b| b == b'.'))
+                    .and_then(|segment| segment.get(1..)?.find('.'))
+                    .and_then(|dot| path.get(..last + 1 + dot))
+                    .map(str::to_string)
+            }
+        };
+        out.filter(|o| o != path)
+    }
+}
+
+/// The bytes a [`readings`] pass read: its steps' inputs and the fingerprints of their
+/// outputs (for the tests that hold it to the stated bound).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Work {
+    pub bytes: usize,
+}
+
+/// The bound on [`Work::bytes`] for any path: each kept reading (at most
+/// [`MAX_READING_BYTES`] in all) is read once by each step, and each output once more to
+/// fingerprint it.
+pub const WORK_BOUND: usize = 2 * STEPS.len() * MAX_READING_BYTES;
 
 /// Every distinct reading of `raw` (a `:path`, query and fragment included), the request's
 /// own spelling first. Each reading is a path without query or fragment.
-pub fn readings(raw: &str) -> Result<Vec<String>, TooManyReadings> {
+pub fn readings(raw: &str) -> Result<Vec<String>, Unreadable> {
+    readings_counted(raw, &mut Work::default())
+}
+
+/// [`readings`], adding the bytes it read to `work`.
+pub fn readings_counted(raw: &str, work: &mut Work) -> Result<Vec<String>, Unreadable> {
     let path = without_query(raw);
-    let mut set = Readings {
-        paths: vec![path.to_string()],
-        bytes: path.len(),
-    };
-    let plain = !path
-        .bytes()
-        .any(|b| matches!(b, b'%' | b'\\' | b';' | b' '));
-    if plain && !has_structure(path) {
-        // The common case: nothing to decode, cut or resolve; only the letter case may vary.
-        if path.bytes().any(|b| b.is_ascii_uppercase()) {
-            set.add(path.to_ascii_lowercase())?;
+    if path.len() > MAX_READING_BYTES {
+        return Err(Unreadable::TooManyReadings);
+    }
+    let mut set = Readings::default();
+    set.add(path.to_string(), 0)?;
+    // Each reading, in the order found, goes through every step once; what a step makes of
+    // it is a new reading that goes through them in turn, until no step finds anything new.
+    let mut next = 0;
+    while next < set.paths.len() {
+        // Taken out while its steps run (no step yields its input, so the set need not hold
+        // it to tell its outputs apart), and put back after.
+        let current = set
+            .paths
+            .get_mut(next)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        let decodes = set.decodes.get(next).copied().unwrap_or_default();
+        let outcome = set.step_all(&current, decodes, work);
+        if let Some(slot) = set.paths.get_mut(next) {
+            *slot = current;
         }
-        return Ok(set.paths);
+        outcome?;
+        next += 1;
     }
-    // Each stage keeps every reading it got and adds what its behaviour makes of each one.
-    if path.contains("%u") || path.contains("%U") {
-        set.stage(|p| Some(decode_percent_u(p)))?;
-    }
-    if path.contains('%') {
-        set.stage_many(|p| {
-            [
-                decode_once(p, Decode::Unreserved),
-                decode_once(p, Decode::All),
-                decode_fixpoint(p),
-            ]
-        })?;
-    }
-    set.stage(|p| p.contains('\\').then(|| p.replace('\\', "/")))?;
-    set.stage(|p| p.contains(';').then(|| cut_parameters(p)))?;
-    set.stage(|p| Some(windows_name(p)))?;
-    set.stage_many(|p| [resolve_dots(p, false), resolve_dots(p, true)])?;
     Ok(set.paths)
 }
 
@@ -79,46 +218,63 @@ pub fn rule_path_problem(path: &str) -> Option<&'static str> {
     }
 }
 
+#[derive(Default)]
 struct Readings {
     paths: Vec<String>,
+    /// The decoding rounds that led to each reading.
+    decodes: Vec<u8>,
+    /// Each reading's length and FNV-1a hash: a new reading is compared byte for byte only
+    /// with those it may equal, so that telling it apart costs one pass, not one per reading.
+    prints: Vec<(usize, u64)>,
     bytes: usize,
 }
 
 impl Readings {
-    fn add(&mut self, path: String) -> Result<(), TooManyReadings> {
-        if self.paths.contains(&path) {
-            return Ok(());
+    /// Adds `path` if it is new (`Ok(true)`).
+    fn add(&mut self, path: String, decodes: u8) -> Result<bool, Unreadable> {
+        let print = (path.len(), fnv1a(&path));
+        let seen = self
+            .prints
+            .iter()
+            .zip(&self.paths)
+            .any(|(p, known)| *p == print && *known == path);
+        if seen {
+            return Ok(false);
         }
         self.bytes += path.len();
         if self.paths.len() >= MAX_READINGS || self.bytes > MAX_READING_BYTES {
-            return Err(TooManyReadings);
+            return Err(Unreadable::TooManyReadings);
         }
         self.paths.push(path);
-        Ok(())
+        self.decodes.push(decodes);
+        self.prints.push(print);
+        Ok(true)
     }
+}
 
-    fn stage(&mut self, read: impl Fn(&str) -> Option<String>) -> Result<(), TooManyReadings> {
-        self.stage_many(|p| [read(p).unwrap_or_default()])
-    }
-
-    fn stage_many<const N: usize>(
-        &mut self,
-        read: impl Fn(&str) -> [String; N],
-    ) -> Result<(), TooManyReadings> {
-        let before = self.paths.len();
-        for i in 0..before {
-            let Some(path) = self.paths.get(i) else {
-                break;
+impl Readings {
+    /// Runs every step on `current` (reached in `decodes` rounds) and adds what they make
+    /// of it, refusing as soon as a bound is passed.
+    fn step_all(&mut self, current: &str, decodes: u8, work: &mut Work) -> Result<(), Unreadable> {
+        for step in STEPS {
+            work.bytes += current.len();
+            let Some(reading) = step.apply(current) else {
+                continue;
             };
-            for reading in read(path) {
-                // An empty result means "this behaviour changes nothing here".
-                if !reading.is_empty() {
-                    self.add(reading)?;
-                }
+            work.bytes += reading.len();
+            let decodes = decodes + u8::from(step.decodes());
+            if self.add(reading, decodes)? && decodes > MAX_DECODES {
+                return Err(Unreadable::TooManyDecodes);
             }
         }
         Ok(())
     }
+}
+
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 fn without_query(raw: &str) -> &str {
@@ -126,9 +282,9 @@ fn without_query(raw: &str) -> &str {
     raw.get(..end).unwrap_or(raw)
 }
 
-/// `//`, a `.` or `..` segment, or a segment ending in `.` (Windows drops it).
-fn has_structure(path: &str) -> bool {
-    path.contains("//") || path.split('/').any(|s| s.ends_with('.'))
+/// A `.` or `..` segment.
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|s| s == "." || s == "..")
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -163,19 +319,6 @@ fn decode_once(path: &str, which: Decode) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Decoded again and again until nothing changes: a server (or a proxy and a server) that
-/// decodes more than once. Each round shortens the path, so this ends.
-fn decode_fixpoint(path: &str) -> String {
-    let mut current = decode_once(path, Decode::All);
-    loop {
-        let next = decode_once(&current, Decode::All);
-        if next == current {
-            return current;
-        }
-        current = next;
-    }
 }
 
 /// IIS's `%uXXXX` escapes (`%u0061` → `a`).
@@ -216,17 +359,38 @@ fn cut_parameters(path: &str) -> String {
         .join("/")
 }
 
-/// The name a Windows server (IIS) resolves: case folded, and trailing dots and spaces
-/// dropped from each segment (`/Admin.` and `/admin%20` are `/admin`).
-fn windows_name(path: &str) -> String {
+/// Whether [`fold_case`] changes anything.
+fn needs_folding(path: &str) -> bool {
+    path.bytes().any(|b| b.is_ascii_uppercase())
+        || (!path.is_ascii() && path.chars().any(|c| folds_to_ascii(c).is_some()))
+}
+
+/// The non-ASCII letters whose simple case mapping (Unicode's `UnicodeData.txt`) is an ASCII
+/// letter; no other letter folds into a rule path, which is ASCII.
+fn folds_to_ascii(c: char) -> Option<char> {
+    match c {
+        '\u{130}' | '\u{131}' => Some('i'),
+        '\u{17F}' => Some('s'),
+        '\u{212A}' => Some('k'),
+        _ => None,
+    }
+}
+
+fn fold_case(path: &str) -> String {
+    path.chars()
+        .map(|c| folds_to_ascii(c).unwrap_or(c.to_ascii_lowercase()))
+        .collect()
+}
+
+/// Trailing dots and spaces dropped from each segment; `.` and `..` stay dot segments.
+fn trim_names(path: &str) -> String {
     path.split('/')
         .map(|segment| {
             let trimmed = segment.trim_end_matches(' ');
-            // `.` and `..` stay dot segments; `admin.` loses its dots.
             if trimmed.bytes().all(|b| b == b'.') {
-                trimmed.to_string()
+                trimmed
             } else {
-                trimmed.trim_end_matches(['.', ' ']).to_ascii_lowercase()
+                trimmed.trim_end_matches(['.', ' '])
             }
         })
         .collect::<Vec<_>>()
@@ -234,7 +398,7 @@ fn windows_name(path: &str) -> String {
 }
 
 /// Dot segments resolved (RFC 3986 §5.2.4; never above the root), and with `merge` empty
-/// segments dropped first (`//` read as `/`, Envoy's `merge_slashes`).
+/// segments dropped first.
 fn resolve_dots(path: &str, merge: bool) -> String {
     let Some(rest) = path.strip_prefix('/') else {
         return path.to_string();
@@ -355,9 +519,9 @@ mod tests {
     #[test]
     fn pathological_paths_are_bounded() {
         let raw = "/A%2561;x/%u0062.\\%2e%2e//C;y/%252F..%5C.;z/D ./".repeat(4);
-        assert_eq!(readings(&raw), Err(TooManyReadings));
+        assert_eq!(readings(&raw), Err(Unreadable::TooManyReadings));
         let long = format!("/{}%2e%2e/Admin", "a".repeat(200_000));
-        assert_eq!(readings(&long), Err(TooManyReadings));
+        assert_eq!(readings(&long), Err(Unreadable::TooManyReadings));
     }
 
     #[test]
@@ -393,9 +557,122 @@ mod tests {
     }
 
     #[test]
-    fn triple_encoding_reaches_the_fixpoint() {
+    fn triple_encoding_is_decoded_round_by_round() {
         assert!(has("/%%36%31dmin", "/admin"));
         assert!(has("/%25%36%31dmin", "/admin"));
+    }
+
+    #[test]
+    fn decoding_stops_after_the_bound_and_refuses_what_still_decodes() {
+        // One level of `%25` per round: a server decoding on and on would reach `/admin`.
+        assert!(has("/%25252561dmin", "/admin"));
+        assert_eq!(
+            readings("/%2525252561dmin"),
+            Err(Unreadable::TooManyDecodes)
+        );
+        // The security review's reproduction (about 60 KB): refused after a few rounds (by
+        // the byte bound before the decode bound), not decoded 30,000 times.
+        let deep = format!("/%25{}61", "25".repeat(30_000));
+        assert!(readings(&deep).is_err());
+        let deep_u = format!("/%u0025{}61", "u0025".repeat(12_000));
+        assert!(readings(&deep_u).is_err());
+        let short_u = format!("/%u0025{}61dmin", "u0025".repeat(4));
+        assert_eq!(readings(&short_u), Err(Unreadable::TooManyDecodes));
+    }
+
+    /// Paths built to make each step, or all of them together, work hardest: at 60 KiB
+    /// (Envoy's default header limit, refused at once as too long), and just under the byte
+    /// bound and half of it (the longest paths that are read at all).
+    fn worst_paths(size: usize) -> Vec<(&'static str, String)> {
+        let fill = |unit: &str| format!("/{}", unit.repeat(size / unit.len()));
+        vec![
+            ("nested %25", format!("/%25{}61", "25".repeat(size / 2))),
+            (
+                "nested %u",
+                format!("/%u0025{}61", "u0025".repeat(size / 5)),
+            ),
+            ("escapes", fill("%2e%2E%2f%5c%25")),
+            (
+                "mixture",
+                fill("A%2561;x/%u0062.\\%2e%2e//C;y/%252F..%5C.;z/D ./"),
+            ),
+            ("upper case", fill("Ab")),
+            ("dot segments", fill("a/../")),
+            ("slashes and dots", fill("//./")),
+            ("parameters", fill("a;b/")),
+            ("backslashes", fill("\\a")),
+            ("trailing dots", fill("a. /")),
+            ("unicode folds", fill("\u{131}\u{212A}")),
+            ("delimiters", fill("%3F%23%00")),
+            ("one of each", fill("/%2e%2E/..;/A%5c%252e%u002e. /")),
+        ]
+    }
+
+    #[test]
+    fn the_worst_paths_cost_at_most_the_stated_work() {
+        let sizes = [
+            60 * 1024,
+            MAX_READING_BYTES - 16,
+            MAX_READING_BYTES / 2 - 16,
+        ];
+        for (name, raw) in sizes.into_iter().flat_map(worst_paths) {
+            let mut work = Work::default();
+            let started = std::time::Instant::now();
+            let result = readings_counted(&raw, &mut work);
+            // Printed, never asserted: the bound is on the bytes read, not the time.
+            println!(
+                "{name}: {} bytes, {:?}, {} bytes read (bound {WORK_BOUND}), {:?}",
+                raw.len(),
+                result.as_ref().map(Vec::len),
+                work.bytes,
+                started.elapsed()
+            );
+            assert!(
+                work.bytes <= WORK_BOUND,
+                "{name}: {} bytes read",
+                work.bytes
+            );
+        }
+    }
+
+    #[test]
+    fn steps_are_chained_in_every_order() {
+        // Resolve the raw path (a hop that normalises but keeps `%2F`), then decode and
+        // resolve again (nginx-style): `/admin/`, which no fixed order of steps reached.
+        let raw = "/public/..%2Fadmin/..%2F..%2Fpublic%2Fz/..";
+        assert!(has(raw, "/public/..%2Fadmin/"));
+        assert!(has(raw, "/admin/"));
+        // Decode, cut parameters, then decode again.
+        assert!(has("/x/..%3B/%2561dmin", "/admin"));
+    }
+
+    #[test]
+    fn a_trailing_slash_and_a_suffix_are_read_dropped() {
+        assert!(has("/admin/", "/admin"));
+        assert!(has("/users/42/", "/users/42"));
+        assert!(has("/admin.json", "/admin"));
+        assert!(has("/users/42.tar.gz", "/users/42"));
+        assert!(!has("/a/.env", "/a/"));
+        assert_eq!(all("/"), ["/"]);
+    }
+
+    #[test]
+    fn decoded_delimiters_end_the_path() {
+        assert!(has("/admin%3Fx", "/admin"));
+        assert!(has("/admin%23x", "/admin"));
+        assert!(has("/admin%00", "/admin"));
+        assert!(has("/admin%00.json", "/admin"));
+    }
+
+    #[test]
+    fn letters_that_fold_into_ascii_are_read_folded() {
+        assert!(has("/adm%C4%B1n", "/admin"));
+        assert!(has("/ADM%C4%B0N", "/admin"));
+        assert!(has("/%C5%BFecret", "/secret"));
+        assert!(has("/%E2%84%AAeys", "/keys"));
+        assert!(has("/adm\u{131}n", "/admin"));
+        // Other letters are left as they are: no rule names them.
+        assert_eq!(all("/caf\u{e9}"), ["/caf\u{e9}"]);
     }
 
     #[test]

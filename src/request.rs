@@ -3,20 +3,47 @@
 
 use crate::error::ConfigError;
 
+/// An HTTP token (RFC 9110 §5.6.2): what a header name, or a method, is made of.
+pub fn is_token(value: &str) -> bool {
+    !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// A header name from the configuration (`path`: its JSON path) as Envoy sees it:
 /// HTTP token characters, lower-cased.
 pub fn header_name(name: &str, path: &str) -> Result<String, ConfigError> {
-    let valid = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !valid {
+    if !is_token(name) {
         return Err(ConfigError::new(
             path,
             format!("{name:?} is not a valid HTTP header name"),
         ));
     }
     Ok(name.to_ascii_lowercase())
+}
+
+/// A header name as servers that map headers to variables read it: case folded and `_`
+/// read as `-` (CGI, WSGI, Rack and PHP give `x_cognito_sub` and `x-cognito-sub` one name).
+pub fn folded_header_name(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'_' => '-',
+            b => char::from(b.to_ascii_lowercase()),
+        })
+        .collect()
+}
+
+/// Whether header `name` (as sent) is `folded` ([`folded_header_name`]) once folded.
+pub fn folds_to(name: &str, folded: &str) -> bool {
+    name.len() == folded.len()
+        && name.bytes().zip(folded.bytes()).all(|(n, f)| {
+            f == if n == b'_' {
+                b'-'
+            } else {
+                n.to_ascii_lowercase()
+            }
+        })
 }
 
 /// Request headers, names lower-case (as Envoy gives them), pseudo-headers (`:path`,
@@ -55,6 +82,18 @@ impl RequestHeaders {
         self.entries
             .iter()
             .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of every header whose name folds to `folded` ([`folds_to`]): `x_tenant`
+    /// and `X-Tenant` are one header to CGI, WSGI, Rack and PHP servers.
+    pub fn values_folded<'a, 'n>(
+        &'a self,
+        folded: &'n str,
+    ) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
+        self.entries
+            .iter()
+            .filter(move |(n, _)| folds_to(n, folded))
             .map(|(_, v)| v.as_str())
     }
 

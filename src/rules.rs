@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::error::{ConfigError, Unmet};
+use crate::extract::query_values;
 use crate::path;
+use crate::request::folded_header_name;
 use crate::request::{header_name, RequestHeaders};
 
 /// A route rule as written in the configuration; compiled by [`RouteRule::compile`].
@@ -61,9 +63,10 @@ pub struct WireRequire {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteRule {
     path: PathMatch,
-    /// Upper-case methods; empty means any method.
+    /// Upper-case methods (`HEAD` with `GET`); empty means any method.
     methods: Vec<String>,
-    /// Lower-case header name and exact value, all of which must be present.
+    /// Header name (folded: lower case, `_` read as `-`) and value, all of which must be
+    /// present (see [`RouteRule::header_matches`]).
     headers: Vec<(String, String)>,
     pub action: RuleAction,
 }
@@ -125,8 +128,8 @@ pub enum Route<'r> {
     /// A valid token is needed, and it must meet each of these requirements (one per distinct
     /// rule that some reading selects; none: any valid token).
     Token(Vec<&'r Requirement>),
-    /// The path has more readings than the filter is willing to weigh: refused (400).
-    UnreadablePath,
+    /// The path cannot be read within the bounds of `path::readings`: refused (400).
+    UnreadablePath(path::Unreadable),
 }
 
 /// The facts about a verified token that requirements look at.
@@ -175,13 +178,17 @@ impl RouteRule {
                     }
                     methods.push(method.to_ascii_uppercase());
                 }
+                // Servers route HEAD to the GET handler: a rule for GET covers HEAD.
+                if methods.iter().any(|m| m == "GET") && !methods.iter().any(|m| m == "HEAD") {
+                    methods.push("HEAD".to_string());
+                }
                 methods
             }
         };
         let mut headers = Vec::new();
         for (name, value) in m.headers.unwrap_or_default() {
             let name = header_name(&name, &format!("{path}.match.headers.{name}"))?;
-            headers.push((name, value));
+            headers.push((folded_header_name(&name), value));
         }
         let action =
             match (wire.allow, wire.require) {
@@ -227,13 +234,15 @@ impl RouteRule {
             && self
                 .headers
                 .iter()
-                .all(|(name, value)| self.header_matches(headers.values(name), value))
+                .all(|(name, value)| self.header_matches(headers.values_folded(name), value))
     }
 
     /// A header sent several times (or as a list) is read differently by different servers:
     /// an `allow` rule needs every value to be exactly the one it names, a `require` rule
     /// applies as soon as any value (or list element) is — the stricter reading either way.
     fn header_matches<'h>(&self, mut values: impl Iterator<Item = &'h str>, wanted: &str) -> bool {
+        // Values: an `allow` rule compares them exactly, a `require` rule ignoring ASCII case
+        // (a server may read `ACME` as `acme`); names are folded in both (`values_folded`).
         match self.action {
             RuleAction::Allow => {
                 let mut any = false;
@@ -243,9 +252,11 @@ impl RouteRule {
                 });
                 any && all
             }
-            RuleAction::Require(_) => {
-                values.any(|v| v == wanted || v.split(',').any(|item| item.trim() == wanted))
-            }
+            RuleAction::Require(_) => values.any(|v| {
+                v.eq_ignore_ascii_case(wanted)
+                    || v.split(',')
+                        .any(|item| item.trim().eq_ignore_ascii_case(wanted))
+            }),
         }
     }
 }
@@ -261,28 +272,37 @@ fn first_match<'r>(
 }
 
 /// What the rules ask of a request. The first matching rule decides for each reading of the
-/// path; when readings disagree, the strictest outcome wins: anonymous only if every reading
-/// is allowed anonymously, otherwise a token that meets every requirement any reading selects.
-/// Never the most permissive reading: the upstream may read the path another way than Envoy.
+/// path and each reading of the method ([`method_readings`]); when readings disagree, the
+/// strictest outcome wins: anonymous only if every reading is allowed anonymously, otherwise a
+/// token that meets every requirement any reading selects. Never the most permissive reading:
+/// the upstream may read the request another way than Envoy.
 pub fn route<'r>(rules: &'r [RouteRule], req: &RequestFacts<'_>) -> Route<'r> {
     if rules.is_empty() {
         return Route::Token(Vec::new());
     }
-    let Ok(readings) = path::readings(req.path) else {
-        return Route::UnreadablePath;
+    let readings = match path::readings(req.path) {
+        Ok(readings) => readings,
+        Err(why) => return Route::UnreadablePath(why),
+    };
+    let methods = if rules.iter().any(|r| !r.methods.is_empty()) {
+        method_readings(req)
+    } else {
+        vec![req.method.to_string()]
     };
     let mut anonymous = true;
     let mut requirements: Vec<&'r Requirement> = Vec::new();
-    for reading in &readings {
-        match first_match(rules, req.method, reading, req.headers).map(|r| &r.action) {
-            Some(RuleAction::Allow) => {}
-            Some(RuleAction::Require(requirement)) => {
-                anonymous = false;
-                if !requirements.iter().any(|r| std::ptr::eq(*r, requirement)) {
-                    requirements.push(requirement);
+    for method in &methods {
+        for reading in &readings {
+            match first_match(rules, method, reading, req.headers).map(|r| &r.action) {
+                Some(RuleAction::Allow) => {}
+                Some(RuleAction::Require(requirement)) => {
+                    anonymous = false;
+                    if !requirements.iter().any(|r| std::ptr::eq(*r, requirement)) {
+                        requirements.push(requirement);
+                    }
                 }
+                None => anonymous = false,
             }
-            None => anonymous = false,
         }
     }
     if anonymous {
@@ -290,6 +310,37 @@ pub fn route<'r>(rules: &'r [RouteRule], req: &RequestFacts<'_>) -> Route<'r> {
     } else {
         Route::Token(requirements)
     }
+}
+
+/// Method-override headers that frameworks honour (Express's `method-override`, Symfony,
+/// Laravel, ASP.NET, Google APIs), and the query parameter some read (`_method`).
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+pub const METHOD_OVERRIDE_PARAMETER: &str = "_method";
+
+/// Every method the upstream may act on: the method as sent and upper-cased (a server may
+/// fold `delete` into `DELETE`, or not), and every method-override header's or `_method`
+/// parameter's value, likewise. A form field `_method` in the body is not seen (README
+/// "Rules").
+pub fn method_readings(req: &RequestFacts<'_>) -> Vec<String> {
+    let mut methods: Vec<String> = Vec::new();
+    let overrides = METHOD_OVERRIDE_HEADERS
+        .iter()
+        .flat_map(|name| req.headers.values_folded(name))
+        .map(str::to_string)
+        .chain(query_values(req.path, METHOD_OVERRIDE_PARAMETER));
+    for method in std::iter::once(req.method.to_string()).chain(overrides) {
+        let method = method.trim();
+        for reading in [method.to_string(), method.to_ascii_uppercase()] {
+            if !methods.contains(&reading) {
+                methods.push(reading);
+            }
+        }
+    }
+    methods
 }
 
 fn absolute(p: &str, path: &str) -> Result<String, ConfigError> {
@@ -517,8 +568,17 @@ mod tests {
     }
 
     fn outcome_with(rules: &[RouteRule], raw_path: &str, h: &RequestHeaders) -> Outcome {
+        outcome_of(rules, "GET", raw_path, h)
+    }
+
+    fn outcome_of(
+        rules: &[RouteRule],
+        method: &str,
+        raw_path: &str,
+        h: &RequestHeaders,
+    ) -> Outcome {
         let facts = RequestFacts {
-            method: "GET",
+            method,
             path: raw_path,
             headers: h,
         };
@@ -528,7 +588,7 @@ mod tests {
                 Outcome::Admins
             }
             Route::Token(_) => Outcome::AnyToken,
-            Route::UnreadablePath => Outcome::Unreadable,
+            Route::UnreadablePath(_) => Outcome::Unreadable,
         }
     }
 
@@ -681,6 +741,114 @@ mod tests {
             outcome_with(&r, "/x", &headers(&[("x-tenant", "other")])),
             Outcome::Anonymous
         );
+    }
+
+    /// Exact and template routes for admins, a prefix with a `k`, the rest anonymous.
+    const EXACT: &str = r#"[
+        {"match":{"exact":"/admin"},"require":{"groups":["admins"]}},
+        {"match":{"path_template":"/users/{id}"},"require":{"groups":["admins"]}},
+        {"match":{"prefix":"/keys"},"require":{"groups":["admins"]}},
+        {"match":{"prefix":"/"},"allow":true}
+    ]"#;
+
+    #[test]
+    fn chained_decoding_and_resolving_is_weighed() {
+        // A hop that resolves but keeps `%2F` makes this `/public/..%2Fadmin/`, which a
+        // decode-then-resolve server serves as `/admin/`.
+        let r = rules(DEMO);
+        assert_eq!(
+            outcome(&r, "/public/..%2Fadmin/..%2F..%2Fpublic%2Fz/.."),
+            Outcome::Admins
+        );
+    }
+
+    #[test]
+    fn a_trailing_slash_or_a_suffix_does_not_dodge_an_exact_or_template_rule() {
+        let r = rules(EXACT);
+        for p in ["/admin/", "/users/42/", "/admin.json", "/users/42.json"] {
+            assert_eq!(outcome(&r, p), Outcome::Admins, "{p}");
+        }
+        assert_eq!(outcome(&r, "/other/"), Outcome::Anonymous);
+        assert_eq!(outcome(&r, "/users/42/x"), Outcome::Anonymous);
+    }
+
+    #[test]
+    fn decoded_query_fragment_and_nul_end_the_path() {
+        let r = rules(DEMO);
+        for p in ["/admin%3Fx", "/admin%23x", "/admin%00", "/admin%3F"] {
+            assert_eq!(outcome(&r, p), Outcome::Admins, "{p}");
+        }
+    }
+
+    #[test]
+    fn non_ascii_letters_that_fold_into_a_rule_path_are_weighed() {
+        let r = rules(DEMO);
+        assert_eq!(outcome(&r, "/adm%C4%B1n"), Outcome::Admins);
+        assert_eq!(outcome(&r, "/ADM%C4%B0N/x"), Outcome::Admins);
+        assert_eq!(outcome(&rules(EXACT), "/%E2%84%AAeys"), Outcome::Admins);
+    }
+
+    #[test]
+    fn rule_header_names_fold_and_require_values_ignore_case() {
+        let r = rules(
+            r#"[
+            {"match":{"prefix":"/","headers":{"x-tenant":"acme"}},"require":{"groups":["admins"]}},
+            {"match":{"prefix":"/","headers":{"X_Region":"eu"}},"allow":true}
+        ]"#,
+        );
+        // WSGI and CGI servers read `x_tenant` as `X-Tenant` (HTTP_X_TENANT).
+        for h in [
+            headers(&[("x_tenant", "acme")]),
+            headers(&[("x-tenant", "ACME")]),
+            headers(&[("x_tenant", "other"), ("x-tenant", "Acme")]),
+        ] {
+            assert_eq!(outcome_with(&r, "/x", &h), Outcome::Admins, "{h:?}");
+        }
+        assert_eq!(
+            outcome_with(&r, "/x", &headers(&[("x-region", "eu")])),
+            Outcome::Anonymous
+        );
+        // An allow rule wants every value, in every spelling, to be exactly its own.
+        for h in [
+            headers(&[("x-region", "eu"), ("x_region", "us")]),
+            headers(&[("x-region", "EU")]),
+        ] {
+            assert_eq!(outcome_with(&r, "/x", &h), Outcome::AnyToken, "{h:?}");
+        }
+    }
+
+    #[test]
+    fn methods_fold_case_cover_head_and_see_overrides() {
+        let r = rules(
+            r#"[
+            {"match":{"prefix":"/","methods":["GET"]},"require":{"groups":["admins"]}},
+            {"match":{"prefix":"/","methods":["DELETE"]},"require":{"groups":["admins"]}},
+            {"match":{"prefix":"/","methods":["OPTIONS"]},"allow":true}
+        ]"#,
+        );
+        let none = headers(&[]);
+        let admins = |method: &str, path: &str, h: &RequestHeaders| {
+            outcome_of(&r, method, path, h) == Outcome::Admins
+        };
+        assert!(admins("HEAD", "/x", &none));
+        assert!(admins("delete", "/x", &none));
+        assert!(admins("get", "/x", &none));
+        for name in METHOD_OVERRIDE_HEADERS {
+            assert!(
+                admins("POST", "/x", &headers(&[(name, "DELETE")])),
+                "{name}"
+            );
+        }
+        assert!(admins(
+            "POST",
+            "/x",
+            &headers(&[("x_http_method_override", "delete")])
+        ));
+        assert!(admins("POST", "/x?_method=DELETE", &none));
+        assert!(!admins("POST", "/x", &none));
+        // An allow rule for a method covers only that spelling of it.
+        assert_eq!(outcome_of(&r, "OPTIONS", "/x", &none), Outcome::Anonymous);
+        assert_eq!(outcome_of(&r, "options", "/x", &none), Outcome::AnyToken);
     }
 
     #[test]
