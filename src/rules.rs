@@ -66,7 +66,7 @@ pub struct RouteRule {
     /// Upper-case methods (`HEAD` with `GET`); empty means any method.
     methods: Vec<String>,
     /// Header name (folded: lower case, `_` read as `-`) and value, all of which must be
-    /// present (see [`RouteRule::header_matches`]).
+    /// present in a [`HeaderReading`].
     headers: Vec<(String, String)>,
     pub action: RuleAction,
 }
@@ -215,8 +215,9 @@ impl RouteRule {
         })
     }
 
-    /// Whether the rule covers `path` (one reading of the request's path).
-    fn matches(&self, method: &str, path: &str, headers: &RequestHeaders) -> bool {
+    /// Whether the rule covers `path` (one reading of the request's path) with `method` and
+    /// `headers` (one reading of each).
+    fn matches(&self, method: &str, path: &str, headers: &HeaderReading<'_>) -> bool {
         if !self.methods.is_empty() && !self.methods.iter().any(|m| m == method) {
             return false;
         }
@@ -234,45 +235,99 @@ impl RouteRule {
             && self
                 .headers
                 .iter()
-                .all(|(name, value)| self.header_matches(headers.values_folded(name), value))
-    }
-
-    /// A header sent several times (or as a list) is read differently by different servers:
-    /// an `allow` rule needs every value to be exactly the one it names, a `require` rule
-    /// applies as soon as any value (or list element) is — the stricter reading either way.
-    fn header_matches<'h>(&self, mut values: impl Iterator<Item = &'h str>, wanted: &str) -> bool {
-        // Values: an `allow` rule compares them exactly, a `require` rule ignoring ASCII case
-        // (a server may read `ACME` as `acme`); names are folded in both (`values_folded`).
-        match self.action {
-            RuleAction::Allow => {
-                let mut any = false;
-                let all = values.all(|v| {
-                    any = true;
-                    v == wanted
-                });
-                any && all
-            }
-            RuleAction::Require(_) => values.any(|v| {
-                v.eq_ignore_ascii_case(wanted)
-                    || v.split(',')
-                        .any(|item| item.trim().eq_ignore_ascii_case(wanted))
-            }),
-        }
+                .all(|(name, wanted)| headers.has(name, wanted))
     }
 }
 
-/// The first rule that covers one reading of the path, or `None` (the default: any valid token).
+/// At most this many [`HeaderReading`]s of one request: more (many values of the headers
+/// that rules match on) and the request is refused as unreadable (400).
+pub const MAX_HEADER_READINGS: usize = 16;
+
+/// One way the upstream may read the headers that rules match on: for each name (folded), the
+/// one value it takes (`None`: absent) and whether it compares it ignoring ASCII case.
+///
+/// Servers disagree here too: a header sent twice may be read as its first or its last value,
+/// a list (`acme, other`) as one value or as its elements, a name with `_` as the same name
+/// with `-` (CGI, WSGI, Rack, PHP), a value case-sensitively or not. Every combination is a
+/// reading, and the rules are matched on each ([`route`]), so that no reading can pick a more
+/// lenient rule than another.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderReading<'a> {
+    values: Vec<(&'a str, Option<(&'a str, bool)>)>,
+}
+
+impl HeaderReading<'_> {
+    fn has(&self, name: &str, wanted: &str) -> bool {
+        self.values.iter().any(|(n, value)| {
+            *n == name
+                && match value {
+                    Some((v, false)) => *v == wanted,
+                    Some((v, true)) => v.eq_ignore_ascii_case(wanted),
+                    None => false,
+                }
+        })
+    }
+}
+
+/// Every [`HeaderReading`] of `headers` for the names `rules` match on (one, empty, when no
+/// rule looks at a header), or `None` past [`MAX_HEADER_READINGS`].
+pub fn header_readings<'a>(
+    rules: &'a [RouteRule],
+    headers: &'a RequestHeaders,
+) -> Option<Vec<HeaderReading<'a>>> {
+    let mut names: Vec<&str> = Vec::new();
+    for (name, _) in rules.iter().flat_map(|r| &r.headers) {
+        if !names.contains(&name.as_str()) {
+            names.push(name);
+        }
+    }
+    let mut readings = vec![HeaderReading::default()];
+    for name in names {
+        let mut values: Vec<Option<(&str, bool)>> = Vec::new();
+        for value in headers.values_folded(name) {
+            for item in std::iter::once(value.trim()).chain(value.split(',').map(str::trim)) {
+                for fold in [false, true] {
+                    if !values.contains(&Some((item, fold))) {
+                        values.push(Some((item, fold)));
+                    }
+                }
+            }
+        }
+        // A server that does not fold names sees none of `x_tenant`, `X-Tenant ` ...
+        if headers.first(name).is_none() {
+            values.push(None);
+        }
+        if readings.len() * values.len() > MAX_HEADER_READINGS {
+            return None;
+        }
+        readings = readings
+            .iter()
+            .flat_map(|reading| {
+                values.iter().map(move |value| {
+                    let mut next = reading.clone();
+                    next.values.push((name, *value));
+                    next
+                })
+            })
+            .collect();
+    }
+    Some(readings)
+}
+
+/// The first rule that covers one reading of the request, or `None` (the default: any valid
+/// token).
 fn first_match<'r>(
     rules: &'r [RouteRule],
     method: &str,
     path: &str,
-    headers: &RequestHeaders,
+    headers: &HeaderReading<'_>,
 ) -> Option<&'r RouteRule> {
     rules.iter().find(|r| r.matches(method, path, headers))
 }
 
 /// What the rules ask of a request. The first matching rule decides for each reading of the
-/// path and each reading of the method ([`method_readings`]); when readings disagree, the
+/// path, of the method ([`method_readings`]) and of the headers ([`HeaderReading`]); when
+/// readings disagree, the
 /// strictest outcome wins: anonymous only if every reading is allowed anonymously, otherwise a
 /// token that meets every requirement any reading selects. Never the most permissive reading:
 /// the upstream may read the request another way than Envoy.
@@ -289,19 +344,24 @@ pub fn route<'r>(rules: &'r [RouteRule], req: &RequestFacts<'_>) -> Route<'r> {
     } else {
         vec![req.method.to_string()]
     };
+    let Some(header_readings) = header_readings(rules, req.headers) else {
+        return Route::UnreadablePath(path::Unreadable::TooManyReadings);
+    };
     let mut anonymous = true;
     let mut requirements: Vec<&'r Requirement> = Vec::new();
-    for method in &methods {
-        for reading in &readings {
-            match first_match(rules, method, reading, req.headers).map(|r| &r.action) {
-                Some(RuleAction::Allow) => {}
-                Some(RuleAction::Require(requirement)) => {
-                    anonymous = false;
-                    if !requirements.iter().any(|r| std::ptr::eq(*r, requirement)) {
-                        requirements.push(requirement);
+    for headers in &header_readings {
+        for method in &methods {
+            for reading in &readings {
+                match first_match(rules, method, reading, headers).map(|r| &r.action) {
+                    Some(RuleAction::Allow) => {}
+                    Some(RuleAction::Require(requirement)) => {
+                        anonymous = false;
+                        if !requirements.iter().any(|r| std::ptr::eq(*r, requirement)) {
+                            requirements.push(requirement);
+                        }
                     }
+                    None => anonymous = false,
                 }
-                None => anonymous = false,
             }
         }
     }
@@ -536,7 +596,11 @@ mod tests {
     fn matches(r: &RouteRule, method: &str, raw_path: &str) -> bool {
         let h = headers(&[("x-tenant", "acme")]);
         let path = raw_path.split(['?', '#']).next().unwrap();
-        r.matches(method, path, &h)
+        let rules = std::slice::from_ref(r);
+        header_readings(rules, &h)
+            .unwrap()
+            .iter()
+            .all(|reading| r.matches(method, path, reading))
     }
 
     fn rules(json: &str) -> Vec<RouteRule> {
@@ -818,6 +882,39 @@ mod tests {
     }
 
     #[test]
+    fn a_header_read_another_way_cannot_pick_a_more_lenient_rule() {
+        // Tenant acme needs acme's claim, any other tenant needs tenant-admins. `ACME` is acme
+        // to a server that folds case and another tenant to one that does not: both rules.
+        let r = rules(
+            r#"[
+            {"match":{"prefix":"/","headers":{"x-tenant":"acme"}},"require":{"claims":{"custom:tenant":["acme"]}}},
+            {"match":{"prefix":"/"},"require":{"groups":["tenant-admins"]}}
+        ]"#,
+        );
+        for h in [
+            headers(&[("x-tenant", "ACME")]),
+            headers(&[("x_tenant", "acme")]),
+            headers(&[("x-tenant", "acme, other")]),
+            headers(&[("x-tenant", "acme"), ("x-tenant", "other")]),
+        ] {
+            let facts = RequestFacts {
+                method: "GET",
+                path: "/x",
+                headers: &h,
+            };
+            let Route::Token(reqs) = route(&r, &facts) else {
+                panic!("needs a token")
+            };
+            assert_eq!(reqs.len(), 2, "{h:?}");
+        }
+        let many: Vec<(String, String)> = (0..9)
+            .map(|i| ("x-tenant".to_string(), format!("t{i}")))
+            .collect();
+        let h = RequestHeaders::new(many);
+        assert_eq!(outcome_with(&r, "/x", &h), Outcome::Unreadable);
+    }
+
+    #[test]
     fn methods_fold_case_cover_head_and_see_overrides() {
         let r = rules(
             r#"[
@@ -1056,7 +1153,7 @@ mod tests {
             rule(r#"{"match":{"exact":"/healthz"},"allow":true}"#).unwrap(),
             rule(r#"{"match":{"prefix":"/"},"require":{"groups":["admins"]}}"#).unwrap(),
         ];
-        let h = headers(&[]);
+        let h = HeaderReading::default();
         assert_eq!(
             first_match(&rules, "GET", "/healthz", &h).map(|r| &r.action),
             Some(&RuleAction::Allow)
