@@ -1,7 +1,9 @@
 """CORS (README "Behaviour") and report mode.
 
-CORS: a preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) reaches the
-upstream without a token unless `"cors_preflight": "authenticate"`; local replies carry
+CORS: a preflight (`OPTIONS` with `Origin` and an `Access-Control-Request-Method` that is a
+method) reaches the upstream without a token, and without any token source even when the
+client sent one; `"cors_preflight": "answer"` answers it in the filter (204) on routes that
+need a token; `"authenticate"` makes it need a token. Local replies carry
 `access-control-allow-origin: <origin>` and `vary: origin` only for origins listed in
 `cors_allow_origins` (or any origin with `"*"`).
 
@@ -62,6 +64,14 @@ def preflight(origin: str | None = APP, method: str | None = "GET") -> dict:
 def cors(module_envoys, jwks):
     config = self_minted_only_config(cors_allow_origins=[APP, ADMIN_APP], rules=ADMIN_RULES)
     return module_envoys(config, {TEST_CLUSTER: jwks.port}, name="cors")
+
+
+@pytest.fixture(scope="module")
+def cors_answer(module_envoys, jwks):
+    config = self_minted_only_config(
+        cors_allow_origins=[APP], cors_preflight="answer", rules=ADMIN_RULES
+    )
+    return module_envoys(config, {TEST_CLUSTER: jwks.port}, name="cors-answer")
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +188,48 @@ def test_options_that_is_not_a_preflight_needs_a_token(cors, upstream, headers, 
 
 def test_get_with_preflight_headers_is_not_a_preflight(cors, upstream):
     assert_missing(send(cors, upstream, headers=preflight()), upstream)
+
+
+@pytest.mark.parametrize("method", ["GET, POST", "G T", "(GET)"])
+def test_a_preflight_must_ask_for_a_method(cors, upstream, method):
+    assert_missing(send(cors, upstream, headers=preflight(method=method), method="OPTIONS"), upstream)
+
+
+def test_a_bypassed_preflight_carries_no_token_to_the_upstream(cors, upstream, signing_key):
+    """A browser never sends credentials on a preflight; a client that does is not a browser,
+    and an upstream handler that ignores the method must not receive them (README "Browser
+    apps (CORS)")."""
+    token = mint_id(signing_key, groups=["users"])
+    headers = {**preflight(method="DELETE"), **bearer(token)}
+    seen = assert_allowed(send(cors, upstream, "/admin/users", headers, "OPTIONS"), upstream)
+    assert seen.header("authorization") is None
+    assert seen.header("origin") == APP
+
+
+# --- preflights answered by the filter ----------------------------------------------------
+
+
+def test_an_answered_preflight_on_a_token_route_never_reaches_the_upstream(cors_answer, upstream):
+    headers = {**preflight(method="DELETE"), "Access-Control-Request-Headers": "authorization"}
+    resp = send(cors_answer, upstream, "/admin/users", headers, "OPTIONS")
+    assert resp.status == 204, resp.describe()
+    assert upstream.requests == []
+    assert_cors_headers(resp, APP)
+    assert resp.header("access-control-allow-methods") == "DELETE"
+    assert resp.header("access-control-allow-headers") == "authorization"
+    assert resp.header("access-control-max-age") == "600"
+
+
+def test_an_answered_preflight_from_an_unlisted_origin_grants_nothing(cors_answer, upstream):
+    resp = send(cors_answer, upstream, "/admin/users", preflight("https://other.example"), "OPTIONS")
+    assert resp.status == 204, resp.describe()
+    assert upstream.requests == []
+    assert_no_cors_headers(resp)
+
+
+def test_an_answered_preflight_on_an_anonymous_route_goes_on(cors_answer, upstream):
+    seen = assert_allowed(send(cors_answer, upstream, "/public/x", preflight(), "OPTIONS"), upstream)
+    assert seen.method == "OPTIONS"
 
 
 # --- CORS headers on local replies -------------------------------------------------------

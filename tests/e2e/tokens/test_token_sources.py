@@ -202,9 +202,13 @@ def test_same_token_in_two_sources_is_allowed(forwarding, upstream, token, path,
         ("/items?access_token={t}&access_token={o}", {}),
         ("/items", {"Cookie": "id_token={t}; id_token={o}"}),
         ("/items", {"Authorization": "Bearer {t}", "Cookie": "id_token=garbage"}),
+        # PHP reads access.token, access token and access[token as access_token
+        ("/items?access_token={t}&access.token={o}", {}),
+        ("/items?access_token={t}&access+token={o}", {}),
+        ("/items?access_token={t}&access[token={o}", {}),
     ],
     ids=["header+query", "header+cookie", "two-headers", "query-twice", "cookie-twice",
-         "valid+garbage"],
+         "valid+garbage", "query-php-dot", "query-php-space", "query-php-bracket"],
 )  # fmt: skip
 def test_different_tokens_in_two_sources_are_invalid(
     forwarding, upstream, token, other_token, path, headers
@@ -243,8 +247,9 @@ def test_forward_token_false_removes_the_token_header(
         ("/items?access_token={t}", "/items"),
         ("/items?access_token={t}&b=x%20y", "/items?b=x%20y"),
         ("/items/42?z=&access_token={t}", "/items/42?z="),
+        ("/items?access.token={t}&b=2", "/items?b=2"),
     ],
-    ids=["middle", "only", "first", "empty-other"],
+    ids=["middle", "only", "first", "empty-other", "php-spelling"],
 )
 def test_forward_token_false_removes_only_the_token_parameter(
     stripping, upstream, token, path, expected
