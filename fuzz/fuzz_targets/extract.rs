@@ -82,7 +82,8 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// Every value an upstream might read for query parameter `name`: names and values
-/// percent-decoded (Django, Rails, Express, Go all do), the fragment never sent.
+/// percent-decoded (Django, Rails, Express, Go all do), and PHP's reading of a name with `.`,
+/// ` ` or `[` as `_`; the fragment never sent.
 fn upstream_query_values(path: &str, name: &str) -> Vec<String> {
     let path = path.split('#').next().unwrap_or_default();
     let Some((_, query)) = path.split_once('?') else {
@@ -92,7 +93,9 @@ fn upstream_query_values(path: &str, name: &str) -> Vec<String> {
         .split('&')
         .filter_map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k) == name).then(|| percent_decode(v))
+            let k = percent_decode(k);
+            let php = k.replace(['.', ' ', '['], "_");
+            (k == name || php == name).then(|| percent_decode(v))
         })
         .filter(|v| !v.trim().is_empty())
         .collect()

@@ -18,7 +18,7 @@ mod common;
 use std::sync::OnceLock;
 
 use cognito_authorizer::config::Config;
-use cognito_authorizer::path::readings;
+use cognito_authorizer::path::{readings, readings_counted, Work, WORK_BOUND};
 use cognito_authorizer::request::RequestHeaders;
 use cognito_authorizer::rules::{route, RequestFacts, Route, RouteRule};
 use libfuzzer_sys::fuzz_target;
@@ -75,9 +75,15 @@ fuzz_target!(|data: &[u8]| {
             .unwrap_or_default(),
     );
 
-    let Ok(all) = readings(raw) else {
-        assert_eq!(decide(method, raw, &headers), Route::UnreadablePath);
-        return;
+    let mut work = Work::default();
+    let read = readings_counted(raw, &mut work);
+    assert!(work.bytes <= WORK_BOUND, "{raw:?}: {} bytes read", work.bytes);
+    let all = match read {
+        Ok(all) => all,
+        Err(why) => {
+            assert_eq!(decide(method, raw, &headers), Route::UnreadablePath(why));
+            return;
+        }
     };
     let own = raw.split(['?', '#']).next().unwrap_or_default();
     assert_eq!(all.first().map(String::as_str), Some(own), "{raw:?}");
@@ -96,7 +102,7 @@ fuzz_target!(|data: &[u8]| {
             let again = decide(method, reading, &headers);
             check!(
                 "path-reread",
-                matches!(again, Route::Anonymous | Route::UnreadablePath),
+                matches!(again, Route::Anonymous | Route::UnreadablePath(_)),
                 "{raw:?} is anonymous, but its reading {reading:?} read again is {again:?}"
             );
         }
