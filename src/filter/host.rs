@@ -1,4 +1,4 @@
-//! Small wrappers over host calls: clock, metrics, properties, request headers. Every host
+//! Small wrappers over host calls: clock, metrics, properties, request headers and trailers. Every host
 //! call a request makes goes through here (or `shared.rs`) and is counted, so that the
 //! per-request budget (README "Benchmarks") is measured, not assumed.
 
@@ -54,6 +54,20 @@ pub fn request_headers() -> RequestHeaders {
     RequestHeaders::from_bytes(
         counted(hostcalls::get_map_bytes(MapType::HttpRequestHeaders)).unwrap_or_default(),
     )
+}
+
+/// The request's trailers (HTTP/2, or chunked HTTP/1.1 with `enable_trailers`), read as bytes
+/// like its headers.
+pub fn request_trailers() -> RequestHeaders {
+    RequestHeaders::from_bytes(
+        counted(hostcalls::get_map_bytes(MapType::HttpRequestTrailers)).unwrap_or_default(),
+    )
+}
+
+/// Removes a request trailer.
+pub fn remove_request_trailer(name: &str) {
+    let map = MapType::HttpRequestTrailers;
+    let _ = counted(hostcalls::set_map_value(map, name, None));
 }
 
 /// A header of the JWKS callout's response, read as bytes like the request's.

@@ -1,5 +1,6 @@
 //! One request: read it, let the core decide (`authorize`), carry the decision out. The
-//! root context calls [`decide`] again for a request that waited for keys.
+//! root context calls [`decide`] again for a request that waited for keys. Trailers, when a
+//! request has them, lose the client's copies of identity headers too.
 
 use log::debug;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -8,6 +9,7 @@ use proxy_wasm::types::Action as HostAction;
 use super::host::{self, request_headers, set_property, set_request_header};
 use super::SharedState;
 use crate::authorize::{authorize, Action, Attempt, Decision};
+use crate::identity::forged_headers;
 use crate::request::RequestHeaders;
 
 pub struct Filter {
@@ -53,6 +55,24 @@ impl HttpContext for Filter {
         // The per-request budget (README "Benchmarks"), for the tests that check it.
         debug!("host calls: {}", host::take_host_calls());
         action
+    }
+
+    /// Only for a request that carries trailers: the client's copies of identity headers are
+    /// removed from them as from its headers, whatever the decision was (README "Identity for
+    /// the upstream").
+    fn on_http_request_trailers(&mut self, _trailers: usize) -> HostAction {
+        let trailers = host::request_trailers();
+        let forged: Vec<String> = {
+            let vm = self.state.borrow();
+            forged_headers(trailers.names(), &vm.core.config.protected_headers)
+                .into_iter()
+                .map(str::to_string)
+                .collect()
+        };
+        for name in &forged {
+            host::remove_request_trailer(name);
+        }
+        HostAction::Continue
     }
 }
 

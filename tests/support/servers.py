@@ -19,8 +19,26 @@ class QuietHandler(BaseHTTPRequestHandler):
         pass
 
     def read_body(self) -> bytes:
+        """The body (by content-length, or chunked); a chunked body's trailer fields go to
+        `self.trailers` (names lower-cased, in arrival order)."""
+        self.trailers: list[tuple[str, str]] = []
+        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+            return self._read_chunked()
         length = int(self.headers.get("content-length") or 0)
         return self.rfile.read(length) if length else b""
+
+    def _read_chunked(self) -> bytes:
+        body = b""
+        while True:
+            size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+            if size == 0:
+                break
+            body += self.rfile.read(size)
+            self.rfile.readline()  # the CRLF after the chunk
+        while (line := self.rfile.readline().rstrip(b"\r\n")) != b"":
+            name, _, value = line.decode("latin-1").partition(":")
+            self.trailers.append((name.strip().lower(), value.strip()))
+        return body
 
     def reply(
         self, status: int, body: bytes, content_type: str = "application/json", close: bool = False

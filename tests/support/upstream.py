@@ -21,6 +21,8 @@ class ReceivedRequest:
     # The request target exactly as it arrived: `path` is http.server's, which collapses a
     # leading `//` into `/` (gh-87389).
     raw_path: str | None = None
+    # Trailer fields of a chunked body, names lower-cased, in arrival order.
+    trailers: tuple[tuple[str, str], ...] = ()
 
     def header_values(self, name: str) -> list[str]:
         """Every value of header `name` (case-insensitive); [] when absent."""
@@ -44,12 +46,13 @@ class EchoUpstream:
 
         class Handler(QuietHandler):
             def _echo(self):
-                self.read_body()
+                self.read_body()  # sets self.trailers
                 received = ReceivedRequest(
                     method=self.command,
                     path=self.path,
                     headers=[(k.lower(), v) for k, v in self.headers.items()],
                     raw_path=_request_target(self.requestline),
+                    trailers=tuple(self.trailers),
                 )
                 with upstream._lock:
                     upstream._requests.append(received)

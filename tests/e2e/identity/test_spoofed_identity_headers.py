@@ -1,5 +1,6 @@
 """Scenario 6: a client cannot forge the identity headers the filter sets. They are removed
-from every request (allowed, anonymous or denied) before the filter adds the real ones."""
+from every request (allowed, anonymous or denied) before the filter adds the real ones, and
+from the request's trailers."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ import pytest
 
 from support import tokens as tk
 from support.assertions import assert_allowed, assert_missing
-from support.authorizer_config import CLAIM_HEADERS, TEST_CLIENT, TEST_ISSUER
+from support.authorizer_config import (
+    CLAIM_HEADERS,
+    TEST_CLIENT,
+    TEST_CLUSTER,
+    TEST_ISSUER,
+    self_minted_only_config,
+)
+from support.client import raw_exchange
+from support.envoy import authorizer_bootstrap
 
 FORGED = [
     ("x-cognito-sub", "evil"),
@@ -134,3 +143,70 @@ def test_underscored_identity_headers_are_removed_on_authenticated_routes(
     assert [v for n, v in seen.headers if n.replace("_", "-") == "x-cognito-sub"] == [
         claims["sub"]
     ]
+
+
+# --- trailers -------------------------------------------------------------------------------
+
+UPSTREAM_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+@pytest.fixture(scope="module")
+def trailers_envoy(bootstrap_envoys, wasm_path, upstream, jwks):
+    """Envoy with HTTP/1.1 trailers on (`enable_trailers` downstream and towards the upstream;
+    without it Envoy drops them itself), and `/public` anonymous."""
+    config = self_minted_only_config(rules=[{"match": {"prefix": "/public"}, "allow": True}])
+    on = {"enable_trailers": True}
+    bootstrap = authorizer_bootstrap(
+        wasm_path,
+        config,
+        upstream.port,
+        {TEST_CLUSTER: jwks.port},
+        hcm_overrides={"http_protocol_options": on},
+    )
+    for cluster in bootstrap["static_resources"]["clusters"]:
+        if cluster["name"] == "upstream":
+            cluster["typed_extension_protocol_options"] = {
+                UPSTREAM_HTTP_OPTIONS: {
+                    "@type": f"type.googleapis.com/{UPSTREAM_HTTP_OPTIONS}",
+                    "explicit_http_config": {"http_protocol_options": on},
+                }
+            }
+    return bootstrap_envoys(bootstrap, name="trailers")
+
+
+def chunked_with_trailers(path: str, headers: dict[str, str], trailers: list[tuple[str, str]]):
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    tail = "".join(f"{name}: {value}\r\n" for name, value in trailers)
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n{head}\r\n"
+        f"5\r\nhello\r\n0\r\n{tail}\r\n"
+    ).encode()
+
+
+FORGED_TRAILERS = [
+    ("x-cognito-sub", "evil"),
+    ("X_Cognito_Groups", "admins"),
+    ("X-Cognito-Username", "root"),
+    ("x-checksum", "abc"),  # not an identity header: it stays
+]
+
+
+@pytest.mark.parametrize("path, authenticated", [("/hello", True), ("/public/x", False)])
+def test_identity_headers_sent_as_trailers_are_removed(
+    trailers_envoy, upstream, signing_key, path, authenticated
+):
+    """A chunked HTTP/1.1 (or HTTP/2) request may carry header fields after its body; the
+    client's copies of identity headers are removed there too, on every route."""
+    headers = {}
+    if authenticated:
+        token = tk.sign(signing_key, tk.id_claims(TEST_ISSUER, TEST_CLIENT, "dave", ["readers"]))
+        headers["Authorization"] = f"Bearer {token}"
+    data = chunked_with_trailers(path, headers, FORGED_TRAILERS)
+
+    status, _ = raw_exchange(trailers_envoy.port, data)
+
+    assert status == 200
+    [seen] = upstream.requests
+    assert seen.trailers == (("x-checksum", "abc"),), seen.trailers
+    if authenticated:
+        assert seen.header_values("x-cognito-username") == ["dave"]
