@@ -614,32 +614,23 @@ mod tests {
         assert_eq!(readings(&short_u), Err(Unreadable::TooManyDecodes));
     }
 
-    /// Paths built to make each step, or all of them together, work hardest: at 60 KiB
-    /// (Envoy's default header limit, refused at once as too long), and just under the byte
-    /// bound and half of it (the longest paths that are read at all).
+    /// The shapes of `tests/worst_paths.txt` (each step, or all of them together, made to work
+    /// hardest) at about `size` bytes: at 60 KiB (Envoy's default header limit, refused at
+    /// once as too long), and just under the byte bound and half of it (the longest paths
+    /// that are read at all).
     fn worst_paths(size: usize) -> Vec<(&'static str, String)> {
-        let fill = |unit: &str| format!("/{}", unit.repeat(size / unit.len()));
-        vec![
-            ("nested %25", format!("/%25{}61", "25".repeat(size / 2))),
-            (
-                "nested %u",
-                format!("/%u0025{}61", "u0025".repeat(size / 5)),
-            ),
-            ("escapes", fill("%2e%2E%2f%5c%25")),
-            (
-                "mixture",
-                fill("A%2561;x/%u0062.\\%2e%2e//C;y/%252F..%5C.;z/D ./"),
-            ),
-            ("upper case", fill("Ab")),
-            ("dot segments", fill("a/../")),
-            ("slashes and dots", fill("//./")),
-            ("parameters", fill("a;b/")),
-            ("backslashes", fill("\\a")),
-            ("trailing dots", fill("a. /")),
-            ("unicode folds", fill("\u{131}\u{212A}")),
-            ("delimiters", fill("%3F%23%00")),
-            ("one of each", fill("/%2e%2E/..;/A%5c%252e%u002e. /")),
-        ]
+        include_str!("../tests/worst_paths.txt")
+            .lines()
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .map(|line| {
+                let fields: Vec<&str> = line.split('\t').collect();
+                let [name, prefix, unit, suffix] = fields[..] else {
+                    panic!("tests/worst_paths.txt: not four fields: {line:?}");
+                };
+                let path = format!("{prefix}{}{suffix}", unit.repeat(size / unit.len()));
+                (name, path)
+            })
+            .collect()
     }
 
     #[test]

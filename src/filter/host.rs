@@ -1,6 +1,6 @@
-//! Small wrappers over host calls: clock, metrics, properties, request headers and trailers. Every host
-//! call a request makes goes through here (or `shared.rs`) and is counted, so that the
-//! per-request budget (README "Benchmarks") is measured, not assumed.
+//! Small wrappers over host calls: clock, metrics, properties, request headers and trailers.
+//! Every host call a request makes goes through here (or `shared.rs`) and is counted, so that
+//! the per-request budget (README "Benchmarks") is measured, not assumed.
 
 use std::cell::Cell;
 use std::time::UNIX_EPOCH;

@@ -62,14 +62,8 @@ impl HttpContext for Filter {
     /// the upstream").
     fn on_http_request_trailers(&mut self, _trailers: usize) -> HostAction {
         let trailers = host::request_trailers();
-        let forged: Vec<String> = {
-            let vm = self.state.borrow();
-            forged_headers(trailers.names(), &vm.core.config.protected_headers)
-                .into_iter()
-                .map(str::to_string)
-                .collect()
-        };
-        for name in &forged {
+        let protected = &self.state.borrow().core.config.protected_headers;
+        for name in forged_headers(trailers.names(), protected) {
             host::remove_request_trailer(name);
         }
         HostAction::Continue
