@@ -21,7 +21,7 @@ use crate::algorithm::Algorithm;
 use crate::cognito::{client_candidates, TokenUse};
 use crate::config::{Config, Pool};
 use crate::error::AuthError;
-use crate::jwks::KeySet;
+use crate::jwks::{Jwk, KeySet};
 use crate::rules::TokenFacts;
 use crate::signature::{
     ecdsa_signature_to_der, host_hash, HostCheck, HostKeyKind, SignatureBackend,
@@ -300,28 +300,7 @@ pub fn verify_signature(
     let raw = URL_SAFE_NO_PAD
         .decode(signature_b64)
         .map_err(|_| AuthError::BadSignature)?;
-    let host_answer = jwk.host_key.as_ref().and_then(|key| {
-        let hash = host_hash(unverified.alg, key)?;
-        let der;
-        let signature = match key.kind {
-            HostKeyKind::Rsa => raw.as_slice(),
-            ec => {
-                der = ecdsa_signature_to_der(&raw, ec)?;
-                der.as_slice()
-            }
-        };
-        backend.verify(&HostCheck {
-            hash,
-            key,
-            signature,
-            text: signing_input.as_bytes(),
-        })
-    });
-    let valid = match host_answer {
-        Some(valid) => valid,
-        None => jwk.verify(unverified.alg, signing_input.as_bytes(), &raw),
-    };
-    if !valid {
+    if !signature_valid(jwk, unverified.alg, signing_input.as_bytes(), &raw, backend) {
         return Err(AuthError::BadSignature);
     }
     let skew = config.clock_skew_seconds;
@@ -359,6 +338,48 @@ pub fn verify_signature(
         scopes,
         groups,
         claims,
+    })
+}
+
+/// Whether `signature` (decoded from the token) is `jwk`'s over `signing_input` under `alg`:
+/// the host `backend`'s answer when it gives one ([`host_answer`]), else the module's own
+/// verifier's. The one place that picks who checks a signature.
+pub fn signature_valid(
+    jwk: &Jwk,
+    alg: Algorithm,
+    signing_input: &[u8],
+    signature: &[u8],
+    backend: &dyn SignatureBackend,
+) -> bool {
+    host_answer(jwk, alg, signing_input, signature, backend)
+        .unwrap_or_else(|| jwk.verify(alg, signing_input, signature))
+}
+
+/// The host `backend`'s answer, when the key has a host form, the host offers `alg` for it
+/// (RS*, ES*: `signature::host_hash`) and the backend decides; `None` leaves it to the module.
+/// ECDSA signatures are handed over as DER.
+pub fn host_answer(
+    jwk: &Jwk,
+    alg: Algorithm,
+    signing_input: &[u8],
+    signature: &[u8],
+    backend: &dyn SignatureBackend,
+) -> Option<bool> {
+    let key = jwk.host_key.as_ref()?;
+    let hash = host_hash(alg, key)?;
+    let der;
+    let signature = match key.kind {
+        HostKeyKind::Rsa => signature,
+        ec => {
+            der = ecdsa_signature_to_der(signature, ec)?;
+            der.as_slice()
+        }
+    };
+    backend.verify(&HostCheck {
+        hash,
+        key,
+        signature,
+        text: signing_input,
     })
 }
 

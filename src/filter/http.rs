@@ -47,9 +47,8 @@ impl HttpContext for Filter {
         host::take_host_calls();
         let headers = request_headers();
         #[cfg(feature = "fault-injection")]
-        #[allow(clippy::panic)]
-        if headers.first("x-cognito-authorizer-fault") == Some("panic") {
-            panic!("fault injection: x-cognito-authorizer-fault: panic");
+        if let Some(action) = super::fault::hook(&self.state, &headers) {
+            return action;
         }
         let action = decide(&self.state, Attempt::first(self.context_id), headers);
         // The per-request budget (README "Benchmarks"), for the tests that check it.

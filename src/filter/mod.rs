@@ -6,7 +6,10 @@
 //! - `http`: one request: read, decide (`authorize`), apply.
 //! - `host`: metrics, properties, clock, headers, host crypto — counted host calls.
 //! - `shared`: the host's shared data behind the pure `shared_keys` protocol.
+//! - `fault`: test-only hooks (cargo feature `fault-injection`, never shipped).
 
+#[cfg(feature = "fault-injection")]
+mod fault;
 mod host;
 mod http;
 mod root;
