@@ -38,7 +38,7 @@ STAMP  := $(VENV)/.installed-$(ENVOY_VERSION)-$(MOTO_VERSION)
 resolve_envoy = $(strip $(or $(ENVOY_BIN),$(shell command -v envoy 2>/dev/null),$(shell command -v func-e >/dev/null 2>&1 && func-e which 2>/dev/null),$(abspath $(VENV))/bin/envoy))
 
 .PHONY: build test unit e2e validate istio dist run lint clean venv wasm-target envoy-path \
-        test-compat release-check size size-check build-fault build-all-algorithms bench fuzz \
+        test-compat release-check size size-check build-fault build-all-algorithms bench fuzz mutants \
         crds gateway observability producer
 
 wasm-target:
@@ -170,6 +170,14 @@ bench: venv build
 fuzz:
 	@cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 	FUZZ_SECONDS=$(or $(FUZZ_SECONDS),30) bash fuzz/run.sh
+
+# Mutation testing of the security core (docs/mutants.md; .cargo/mutants.toml lists the
+# files). Long: one rebuild and test run per mutant. MUTANTS_FILE=src/rsa.rs for one file,
+# MUTANTS_JOBS for parallel builds. Results in mutants.out/; not part of `make test`.
+MUTANTS_VERSION ?= 27.1.0
+mutants:
+	@cargo mutants --version 2>/dev/null | grep -q "$(MUTANTS_VERSION)" || cargo install cargo-mutants --version $(MUTANTS_VERSION) --locked
+	cargo mutants --no-shuffle -j $(or $(MUTANTS_JOBS),1) $(if $(MUTANTS_FILE),-f $(MUTANTS_FILE),)
 
 # The module's size and its 25 largest functions and data (twiggy, on cargo's build with
 # symbol names kept: sizes before wasm-opt), and the size of the all-algorithms build.
