@@ -89,6 +89,18 @@ def all_algorithms_wasm_path() -> str:
     return os.path.abspath(path)
 
 
+@pytest.fixture(scope="session")
+def fault_wasm_path() -> str:
+    """The module built with the test-only cargo feature `fault-injection` (`make
+    build-fault`): the hooks of src/filter/fault.rs (a panic, a signature probe)."""
+    path = os.environ.get("WASM_FAULT") or str(
+        REPO / "target" / "fault" / "wasm32-wasip1" / "release" / "cognito_authorizer.wasm"
+    )
+    if not os.path.isfile(path):
+        pytest.fail(f"no fault-injection build at {path} (set WASM_FAULT, or `make build-fault`)")
+    return os.path.abspath(path)
+
+
 @pytest.fixture(scope="module")
 def wasm_path(request) -> str:
     """The filter every Envoy of a test module loads: the default build (RSA only), or the

@@ -14,8 +14,6 @@ Envoy itself stays up in every case."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from support import tokens as tk
@@ -35,19 +33,8 @@ FAULT = {"x-cognito-authorizer-fault": "panic"}
 PANIC_LOG = "fault injection: x-cognito-authorizer-fault: panic"
 
 
-@pytest.fixture(scope="module")
-def fault_wasm(wasm_path) -> str:
-    path = os.environ.get("WASM_FAULT") or os.path.join(
-        os.path.dirname(os.path.dirname(os.path.dirname(wasm_path))),
-        "fault", "wasm32-wasip1", "release", "cognito_authorizer.wasm",
-    )  # fmt: skip
-    if not os.path.isfile(path):
-        pytest.fail(f"no fault-injection build at {path} (set WASM_FAULT, or `make build-fault`)")
-    return os.path.abspath(path)
-
-
 @pytest.fixture
-def fault_envoy(bootstrap_envoys, fault_wasm, upstream, jwks):
+def fault_envoy(bootstrap_envoys, fault_wasm_path, upstream, jwks):
     """start(policy, concurrency) → Envoy running the fault-injection build with that
     failure_policy, in front of the echo upstream, keys from the test JWKS server; stopped
     at the end of the test."""
@@ -55,7 +42,7 @@ def fault_envoy(bootstrap_envoys, fault_wasm, upstream, jwks):
 
     def start(policy: str, concurrency: int = 1):
         config = authorizer_bootstrap(
-            fault_wasm,
+            fault_wasm_path,
             {"user_pools": [self_minted_pool()], "claims_to_headers": CLAIM_HEADERS},
             upstream.port,
             {TEST_CLUSTER: jwks.port},
