@@ -107,13 +107,6 @@ impl TokenUse {
             _ => None,
         }
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TokenUse::Id => "id",
-            TokenUse::Access => "access",
-        }
-    }
 }
 
 /// The app client a token was issued to.
@@ -174,6 +167,13 @@ mod tests {
     fn pool_id_accepts_govcloud_and_moto_style_ids() {
         assert!(PoolId::parse("us-gov-west-1_abc").is_ok());
         assert!(PoolId::parse("eu-central-1_0123456789abcdef0123456789abcdef").is_ok());
+    }
+
+    #[test]
+    fn the_part_after_the_region_is_at_most_64_characters() {
+        let at_most = format!("us-east-1_{}", "a".repeat(64));
+        assert!(PoolId::parse(&at_most).is_ok());
+        assert!(PoolId::parse(&format!("{at_most}b")).is_err());
     }
 
     #[test]
