@@ -110,6 +110,23 @@ mod tests {
     }
 
     #[test]
+    fn the_core_reads_the_request_without_the_stripped_headers() {
+        let protected = vec![folded_header_name("x-cognito-sub")];
+        let entry = |n: &str, v: &str| (n.to_string(), v.to_string());
+        let mut headers = RequestHeaders::new(vec![
+            entry(":path", "/"),
+            entry("x_cognito_sub", "forged"),
+            entry("host", "api"),
+        ]);
+        assert_eq!(strip_forged(&mut headers, &protected), ["x_cognito_sub"]);
+        assert_eq!(headers.first("x_cognito_sub"), None);
+        assert_eq!(headers.first("host"), Some("api"));
+        let mut clean = RequestHeaders::new(vec![entry("host", "api")]);
+        assert!(strip_forged(&mut clean, &protected).is_empty());
+        assert_eq!(clean.first("host"), Some("api"));
+    }
+
+    #[test]
     fn values_are_rendered_as_spec_says() {
         assert_eq!(header_value(&json!("alice")), Some("alice".into()));
         assert_eq!(

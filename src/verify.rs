@@ -607,6 +607,17 @@ mod tests {
     }
 
     #[test]
+    fn rules_see_the_use_scopes_and_groups_the_token_carries() {
+        let access = check(&sign(&id_header(), &access_payload())).unwrap();
+        assert_eq!(TokenFacts::token_use(&access), Some(TokenUse::Access));
+        assert_eq!(access.scopes(), ["api/read", "api/write"]);
+        let id = check(&sign(&id_header(), &id_payload())).unwrap();
+        assert_eq!(TokenFacts::token_use(&id), Some(TokenUse::Id));
+        assert_eq!(id.groups(), ["admins"]);
+        assert!(id.scopes().is_empty());
+    }
+
+    #[test]
     fn exp_in_past_beyond_skew_is_expired_but_within_skew_ok() {
         let t = sign(&id_header(), &with(id_payload(), "exp", json!(NOW - 61)));
         assert_eq!(check(&t), Err(AuthError::Expired));
