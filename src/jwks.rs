@@ -151,8 +151,11 @@ pub fn parse_jwks(body: &[u8], max_bytes: usize) -> Result<ParsedJwks, String> {
             body.len()
         ));
     }
+    // UTF-8 first: serde skips members it ignores without checking their text, so a body
+    // that is not JSON at all could otherwise pass.
+    let text = std::str::from_utf8(body).map_err(|e| format!("JWKS is not UTF-8 text: {e}"))?;
     let wire: WireJwks =
-        serde_json::from_slice(body).map_err(|e| format!("JWKS is not a JSON key set: {e}"))?;
+        serde_json::from_str(text).map_err(|e| format!("JWKS is not a JSON key set: {e}"))?;
     let mut keys: HashMap<String, Jwk> = HashMap::new();
     let mut skipped = Vec::new();
     let mut duplicated: Vec<String> = Vec::new();
@@ -442,6 +445,14 @@ pub(crate) mod tests {
         let big = body(vec![rsa_jwk(&key, "k", None)]);
         assert!(parse_jwks(&big, big.len() - 1).is_err());
         assert!(parse_jwks(&big, big.len()).is_ok());
+        // Found by the jwks fuzz target: bytes that are not UTF-8 in a member serde ignores.
+        let mut not_text = br#"{"extra":{""#.to_vec();
+        not_text.extend_from_slice(&[0xc5, 0xc5]);
+        not_text.extend_from_slice(br#"":1},"keys":["#);
+        not_text.extend_from_slice(rsa_jwk(&key, "k", None).to_string().as_bytes());
+        not_text.extend_from_slice(b"]}");
+        let why = parse_jwks(&not_text, 65536).unwrap_err();
+        assert!(why.contains("not UTF-8"), "{why}");
     }
 
     #[test]

@@ -617,7 +617,10 @@ mod tests {
         assert!(id.scopes().is_empty());
         assert_eq!(id.claim_values("cognito:groups"), ["admins"]);
         assert_eq!(id.claim_values("sub"), [id.sub().unwrap()]);
-        assert!(id.claim_values("exp").is_empty(), "a number is not a string value");
+        assert!(
+            id.claim_values("exp").is_empty(),
+            "a number is not a string value"
+        );
         assert!(id.claim_values("absent").is_empty());
     }
 
