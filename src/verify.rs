@@ -625,10 +625,45 @@ mod tests {
     }
 
     #[test]
+    fn the_payload_segment_is_the_middle_one() {
+        assert_eq!(payload_segment("h.p.s"), Some("p"));
+        assert_eq!(payload_segment("h"), None);
+    }
+
+    #[test]
+    fn a_refusal_reads_as_its_reason() {
+        let rejected = Rejected::from(AuthError::MissingKeyId);
+        assert_eq!(rejected.to_string(), AuthError::MissingKeyId.to_string());
+        assert!(!rejected.to_string().is_empty());
+    }
+
+    #[test]
+    fn a_token_of_exactly_max_token_bytes_is_read() {
+        let token = sign(&id_header(), &id_payload());
+        let mut c = config();
+        c.max_token_bytes = token.len();
+        assert!(inspect(&token, &c).is_ok());
+        c.max_token_bytes = token.len() - 1;
+        assert_eq!(
+            inspect(&token, &c).map(|_| ()).unwrap_err().reason,
+            AuthError::TokenTooLarge
+        );
+    }
+
+    #[test]
+    fn an_empty_kid_is_no_kid() {
+        let header = json!({"kid": "", "alg": "RS256"});
+        assert_eq!(
+            check(&sign(&header, &id_payload())).map(|_| ()),
+            Err(AuthError::MissingKeyId)
+        );
+    }
+
+    #[test]
     fn exp_in_past_beyond_skew_is_expired_but_within_skew_ok() {
         let t = sign(&id_header(), &with(id_payload(), "exp", json!(NOW - 61)));
         assert_eq!(check(&t), Err(AuthError::Expired));
-        let t = sign(&id_header(), &with(id_payload(), "exp", json!(NOW - 59)));
+        let t = sign(&id_header(), &with(id_payload(), "exp", json!(NOW - 60)));
         assert!(check(&t).is_ok());
     }
 
