@@ -711,10 +711,81 @@ mod tests {
     fn nbf_and_iat_in_future_beyond_skew_are_refused() {
         let t = sign(&id_header(), &with(id_payload(), "nbf", json!(NOW + 61)));
         assert_eq!(check(&t), Err(AuthError::NotYetValid));
-        let t = sign(&id_header(), &with(id_payload(), "nbf", json!(NOW + 59)));
+        let t = sign(&id_header(), &with(id_payload(), "nbf", json!(NOW + 60)));
         assert!(check(&t).is_ok());
         let t = sign(&id_header(), &with(id_payload(), "iat", json!(NOW + 61)));
         assert_eq!(check(&t), Err(AuthError::IssuedInFuture));
+        let t = sign(&id_header(), &with(id_payload(), "iat", json!(NOW + 60)));
+        assert!(check(&t).is_ok());
+    }
+
+    /// A host backend with a fixed answer, counting how often it is asked.
+    struct FixedHost(Option<bool>, std::cell::Cell<usize>);
+
+    impl SignatureBackend for FixedHost {
+        fn verify(&self, check: &HostCheck<'_>) -> Option<bool> {
+            assert_eq!(check.hash, "sha256");
+            self.1.set(self.1.get() + 1);
+            self.0
+        }
+    }
+
+    #[test]
+    fn the_host_decides_what_it_checks_and_the_module_the_rest() {
+        let body = json!({"keys": [rsa_jwk(key(), "k", None)]}).to_string();
+        let keys = parse_jwks(body.as_bytes(), 65536).unwrap().keys;
+        let jwk = keys.get("k").unwrap();
+        let token = sign(&id_header(), &id_payload());
+        let (input, sig) = token.rsplit_once('.').unwrap();
+        let sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
+        let input = input.as_bytes();
+        let host = |answer| FixedHost(answer, Default::default());
+        // RS256: the host's answer is the answer, either way.
+        let refusing = host(Some(false));
+        assert_eq!(
+            host_answer(jwk, Algorithm::RS256, input, &sig, &refusing),
+            Some(false)
+        );
+        assert!(!signature_valid(
+            jwk,
+            Algorithm::RS256,
+            input,
+            &sig,
+            &refusing
+        ));
+        assert_eq!(refusing.1.get(), 2);
+        let mut tampered = sig.clone();
+        tampered[0] ^= 1;
+        assert!(signature_valid(
+            jwk,
+            Algorithm::RS256,
+            input,
+            &tampered,
+            &host(Some(true))
+        ));
+        // A host that cannot decide leaves it to the module.
+        assert!(signature_valid(
+            jwk,
+            Algorithm::RS256,
+            input,
+            &sig,
+            &host(None)
+        ));
+        assert!(!signature_valid(
+            jwk,
+            Algorithm::RS256,
+            input,
+            &tampered,
+            &host(None)
+        ));
+        // PS256 is never asked of the host (its function has no PSS).
+        let never = host(Some(true));
+        assert_eq!(
+            host_answer(jwk, Algorithm::PS256, input, &sig, &never),
+            None
+        );
+        assert!(!signature_valid(jwk, Algorithm::PS256, input, &sig, &never));
+        assert_eq!(never.1.get(), 0);
     }
 
     #[test]
