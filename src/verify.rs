@@ -1103,6 +1103,17 @@ mod tests {
         assert_eq!(check(&t), Err(AuthError::ClaimType("sub")));
         let t = sign(&id_header(), &with(id_payload(), "aud", json!({"a": 1})));
         assert_eq!(check(&t), Err(AuthError::ClaimType("aud")));
+        // A list must hold strings only.
+        let t = sign(
+            &id_header(),
+            &with(id_payload(), "cognito:groups", json!(["admins", 1])),
+        );
+        assert_eq!(check(&t), Err(AuthError::ClaimType("cognito:groups")));
+        let t = sign(
+            &id_header(),
+            &with(id_payload(), "aud", json!([CLIENT, null])),
+        );
+        assert_eq!(check(&t), Err(AuthError::ClaimType("aud")));
     }
 
     #[test]
