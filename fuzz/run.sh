@@ -18,7 +18,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
 
 seconds="${FUZZ_SECONDS:-30}"
-targets="${FUZZ_TARGETS:-token jwks config rules headers extract}"
+targets="${FUZZ_TARGETS:-token jwks config rules headers extract rsa_diff}"
 sanitizer="${FUZZ_SANITIZER:-address}"
 extra="${FUZZ_ARGS:-}"
 export RUSTC_BOOTSTRAP=1
