@@ -86,9 +86,12 @@ envoy-path: venv
 	@echo $(resolve_envoy)
 
 # The default build (RSA only) and the all-algorithms build: each verifier against jwt-simple.
+# Then the Wycheproof vectors of both builds with their per-file counts (tests/wycheproof.rs).
 unit:
 	cargo test --all-targets
 	cargo test --all-targets --features all-algorithms
+	cargo test --test wycheproof -- --nocapture
+	cargo test --test wycheproof --features all-algorithms -- --nocapture
 
 # Every Envoy config users copy is checked by Envoy itself (the production one with the
 # wasm path it names replaced by the freshly built module).
