@@ -1,11 +1,18 @@
 //! RSA signature verification inside the module: RSASSA-PKCS1-v1_5 (RS256/384/512) and
 //! RSASSA-PSS (PS256/384/512), RFC 8017, public keys only.
 //!
-//! Why not a bignum crate: they use 64-bit digits, which wasm32 emulates; verifying RS256
-//! with jwt-simple's pure-Rust RSA costs 1–1.8 ms in Envoy's V8. Here the modulus is held in
-//! 32-bit limbs and `s^65537 mod n` is 17 Montgomery multiplications (CIOS), a few hundred
-//! µs in V8, in a few KB of code. Everything it handles is public (key, signature, message),
-//! so there is no secret to protect from timing; the checks are the strict ones:
+//! Why not a bignum crate: they use 64-bit digits, which wasm32 emulates. Here the modulus is
+//! held in 32-bit limbs and `s^65537 mod n` is 17 Montgomery multiplications (CIOS). Measured
+//! against RustCrypto's maintained `rsa` 0.10.0 (crypto-bigint 0.7: 64-bit limbs on wasm32
+//! unless forced) in Envoy 1.40.0's V8 on 2026-12-03 (`tests/rsa-compare`: 270 paired requests
+//! of 100 verifications, 2-core machine under load). RS256 with a 2048-bit key took 244 µs here
+//! (min 150) and 583 µs with `rsa` (min 276), 2.2×, or 1.8× against crypto-bigint forced to
+//! 32-bit limbs (516 µs). With 4096 bits: 1,052 against 2,145 µs, 2.0×. Module bytes, beyond
+//! the SHA-256 both need: 4.8 KB against 78 KB. Issue 18's rule keeps this verifier only if it
+//! is at least 2× faster or clearly smaller: kept, because it is clearly smaller (16× fewer
+//! bytes); the speed gain alone is borderline. Everything it handles is public (key,
+//! signature, message), so there is no secret to protect from timing; the checks are the
+//! strict ones:
 //!
 //! - keys as jwt-simple accepts them: 2048–4096-bit odd modulus, `e` = 65537;
 //! - a signature is exactly as long as the modulus and numerically below it;
