@@ -153,9 +153,10 @@ pub fn parse_jwks(body: &[u8], max_bytes: usize) -> Result<ParsedJwks, String> {
     }
     // UTF-8 first: serde skips members it ignores without checking their text, so a body
     // that is not JSON at all could otherwise pass.
-    let text = std::str::from_utf8(body).map_err(|e| format!("JWKS is not UTF-8 text: {e}"))?;
+    // (`from_slice` still: the same parser as every other document, not a second copy.)
+    std::str::from_utf8(body).map_err(|e| format!("JWKS is not UTF-8 text: {e}"))?;
     let wire: WireJwks =
-        serde_json::from_str(text).map_err(|e| format!("JWKS is not a JSON key set: {e}"))?;
+        serde_json::from_slice(body).map_err(|e| format!("JWKS is not a JSON key set: {e}"))?;
     let mut keys: HashMap<String, Jwk> = HashMap::new();
     let mut skipped = Vec::new();
     let mut duplicated: Vec<String> = Vec::new();
