@@ -979,7 +979,7 @@ mod tests {
     fn malformed_documents_are_refused_with_a_reason() {
         let cases: &[(&str, &str)] = &[
             ("", "EOF"),
-            ("[]", "revocation document"),
+            ("[]", "expected a revocation document (a JSON object)"),
             ("not json", "expected"),
             (
                 r#"{"generated_at":1,"max_token_lifetime_seconds":1}"#,
@@ -1023,7 +1023,7 @@ mod tests {
             ),
             (
                 r#"{"version":1,"generated_at":1,"max_token_lifetime_seconds":1,"signed_out":["a"]}"#,
-                "invalid type",
+                "expected signed_out: an object of sub",
             ),
             (
                 r#"{"version":1,"generated_at":1,"max_token_lifetime_seconds":1,"signed_out":{"a":null}}"#,
@@ -1049,6 +1049,32 @@ mod tests {
                 "{json}: {e} lacks {reason:?}"
             );
         }
+    }
+
+    #[test]
+    fn revoked_jti_must_be_an_object() {
+        let e = refused(
+            r#"{"version":1,"generated_at":1,"max_token_lifetime_seconds":1,"revoked_jti":[]}"#,
+        );
+        assert!(
+            e.to_string()
+                .contains("expected revoked_jti: an object of identifier"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_longest_token_lifetime_accepted_is_a_year() {
+        let at = |lifetime: u64| {
+            format!(
+                r#"{{"version":1,"generated_at":{NOW},"max_token_lifetime_seconds":{lifetime}}}"#
+            )
+        };
+        assert!(
+            RevocationList::parse(at(MAX_TOKEN_LIFETIME_SECONDS).as_bytes(), &LIMITS, NOW).is_ok()
+        );
+        let e = refused(&at(MAX_TOKEN_LIFETIME_SECONDS + 1));
+        assert!(e.to_string().contains("31622400"), "{e}");
     }
 
     #[test]
@@ -1147,6 +1173,23 @@ mod tests {
         assert_eq!(s.on_unavailable, OnUnavailable::Allow);
         assert_eq!(s.location.authority, "revocations.internal:8080");
         assert_eq!(s.max_stale_seconds, 0);
+    }
+
+    #[test]
+    fn source_bounds_are_inclusive() {
+        let with = |key: &str, value: u64| {
+            source(&format!(
+                r#"{{"cluster":"c","uri":"https://h/p","timeout_ms":100,"{key}":{value}}}"#
+            ))
+        };
+        for (key, max) in [
+            ("refresh_seconds", 3600),
+            ("max_stale_seconds", 7 * 86400),
+            ("max_bytes", 64 << 20),
+        ] {
+            assert!(with(key, max).is_ok(), "{key} = {max}");
+            assert!(with(key, max + 1).is_err(), "{key} = {max} + 1");
+        }
     }
 
     fn source_error(json: &str) -> ConfigError {
