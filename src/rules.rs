@@ -967,6 +967,37 @@ mod tests {
     }
 
     #[test]
+    fn only_a_rule_for_get_covers_head() {
+        let post = rule(r#"{"match":{"prefix":"/","methods":["POST"]},"allow":true}"#).unwrap();
+        assert!(matches(&post, "POST", "/x"));
+        assert!(!matches(&post, "HEAD", "/x"));
+        let get = rule(r#"{"match":{"prefix":"/","methods":["get"]},"allow":true}"#).unwrap();
+        assert!(matches(&get, "HEAD", "/x"));
+        let head = rule(r#"{"match":{"prefix":"/","methods":["HEAD"]},"allow":true}"#).unwrap();
+        assert!(!matches(&head, "GET", "/x"));
+    }
+
+    #[test]
+    fn header_readings_are_bounded_at_exactly_the_maximum() {
+        let r = rules(r#"[{"match":{"prefix":"/","headers":{"x-tenant":"acme"}},"allow":true}]"#);
+        // The whole value and its seven items, each as sent and folded: 16 readings.
+        let at = headers(&[("x-tenant", "a,b,c,d,e,f,g")]);
+        assert_eq!(
+            header_readings(&r, &at).map(|v| v.len()),
+            Some(MAX_HEADER_READINGS)
+        );
+        // Under a spelling only folding servers read, "no header" is a reading too: 17.
+        let over = headers(&[("x_tenant", "a,b,c,d,e,f,g")]);
+        assert!(header_readings(&r, &over).is_none());
+    }
+
+    #[test]
+    fn template_parameter_names_may_hold_underscores() {
+        let r = rule(r#"{"match":{"path_template":"/users/{user_id}"},"require":{}}"#).unwrap();
+        assert!(matches(&r, "GET", "/users/42"));
+    }
+
+    #[test]
     fn path_template_params_and_rest() {
         let r = rule(r#"{"match":{"path_template":"/users/{id}"},"require":{}}"#).unwrap();
         assert!(matches(&r, "GET", "/users/42"));
@@ -1037,6 +1068,34 @@ mod tests {
             (
                 r#"{"match":{"prefix":"/"},"require":{"scopes":["a"],"token_use":"id"}}"#,
                 "rules[0].require.token_use",
+            ),
+            (
+                r#"{"match":{"prefix":"/"},"require":{"scopes_all":["a"],"token_use":"id"}}"#,
+                "rules[0].require.token_use",
+            ),
+            (
+                r#"{"match":{"prefix":"/","methods":[""]},"allow":true}"#,
+                "rules[0].match.methods[0]",
+            ),
+            (
+                r#"{"match":{"prefix":"/","methods":["GET","PO ST"]},"allow":true}"#,
+                "rules[0].match.methods[1]",
+            ),
+            (
+                r#"{"match":{"path_template":"/a/{}"},"require":{}}"#,
+                "rules[0].match.path_template",
+            ),
+            (
+                r#"{"match":{"path_template":"/a/{b-c}"},"require":{}}"#,
+                "rules[0].match.path_template",
+            ),
+            (
+                r#"{"match":{"path_template":"/a/{bc"},"require":{}}"#,
+                "rules[0].match.path_template",
+            ),
+            (
+                r#"{"match":{"path_template":"/a/bc}"},"require":{}}"#,
+                "rules[0].match.path_template",
             ),
             (
                 r#"{"match":{"prefix":"/"},"require":{"claims":{"x":[]}}}"#,
