@@ -464,6 +464,37 @@ mod tests {
     }
 
     #[test]
+    fn a_path_of_exactly_the_byte_bound_is_read() {
+        let at = format!("/{}", "a".repeat(MAX_READING_BYTES - 1));
+        assert_eq!(readings(&at), Ok(vec![at.clone()]));
+        let over = format!("{at}a");
+        assert_eq!(readings(&over), Err(Unreadable::TooManyReadings));
+        assert_eq!(MAX_READING_BYTES, 32768);
+    }
+
+    #[test]
+    fn only_decoding_steps_count_as_decodes() {
+        // Five steps in a row, none of them decoding: a reading, not too many decodes.
+        assert!(has("/A\\B;p/C./D/", "/a/b/c/d"));
+    }
+
+    #[test]
+    fn a_segment_of_dots_has_no_suffix() {
+        assert_eq!(Step::DropSuffix.apply("/x/.."), None);
+        assert_eq!(Step::DropSuffix.apply("/x/..."), None);
+        assert_eq!(
+            Step::DropSuffix.apply("/x/a.json"),
+            Some("/x/a".to_string())
+        );
+    }
+
+    #[test]
+    fn refusals_have_names_for_the_log() {
+        assert_eq!(Unreadable::TooManyReadings.name(), "too_many_readings");
+        assert_eq!(Unreadable::TooManyDecodes.name(), "too_many_decodes");
+    }
+
+    #[test]
     fn no_step_changes_a_plain_path() {
         for plain in [
             "/",
