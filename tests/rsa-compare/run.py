@@ -13,7 +13,7 @@ compared request by request (paired ratios) and the spread over rounds is report
     .venv/bin/python tests/rsa-compare/run.py            # the five modules build.sh makes
     .venv/bin/python tests/rsa-compare/run.py --rounds 1 --requests 5   # a smoke run
 
-Standard library only. Prints Markdown tables and writes them to <workdir>/results.md, every
+Standard library and tests/support only. Prints Markdown tables and writes them to <workdir>/results.md, every
 sample (µs per verification, in request order) to <workdir>/samples.json.
 """
 
@@ -25,15 +25,16 @@ import http.client
 import json
 import os
 import platform
-import random
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-LOOPBACK = "127.0.0.1"
+sys.path.insert(0, str(ROOT / "tests"))
+from support.envoy import Envoy, bootstrap, wasm_filter  # noqa: E402
+from support.ports import LOOPBACK  # noqa: E402
+
 VARIANTS = ["none", "digest", "own", "rustcrypto", "rustcrypto32"]
 WHAT = {
     "none": "no verifier (the rig's fixed cost)",
@@ -44,123 +45,25 @@ WHAT = {
 }
 
 
-def bootstrap(wasm: Path) -> dict:
-    hcm = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager"
-        ".v3.HttpConnectionManager",
-        "stat_prefix": "rsa_compare",
-        "route_config": {
-            "virtual_hosts": [
-                {
-                    "name": "all",
-                    "domains": ["*"],
-                    # Never reached: the filter answers every request itself.
-                    "routes": [
-                        {
-                            "match": {"prefix": "/"},
-                            "direct_response": {"status": 418, "body": {"inline_string": "no filter\n"}},
-                        }
-                    ],
-                }
-            ]
-        },
-        "http_filters": [
-            {
-                "name": "envoy.filters.http.wasm",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                    "config": {
-                        "name": "rsa_compare",
-                        "root_id": "rsa_compare",
-                        "failure_policy": "FAIL_CLOSED",
-                        "vm_config": {
-                            "vm_id": "rsa_compare",
-                            "runtime": "envoy.wasm.runtime.v8",
-                            "code": {"local": {"filename": str(wasm)}},
-                        },
-                    },
-                },
-            },
-            {
-                "name": "envoy.filters.http.router",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-                },
-            },
-        ],
-    }
-    return {
-        "admin": {"address": {"socket_address": {"address": LOOPBACK, "port_value": 0}}},
-        "static_resources": {
-            "listeners": [
-                {
-                    "name": "rsa_compare",
-                    "address": {"socket_address": {"address": LOOPBACK, "port_value": 0}},
-                    "filter_chains": [
-                        {
-                            "filters": [
-                                {
-                                    "name": "envoy.filters.network.http_connection_manager",
-                                    "typed_config": hcm,
-                                }
-                            ]
-                        }
-                    ],
-                }
-            ]
-        },
-    }
+class Rig:
+    """One module in its own Envoy (tests/support's, as the end-to-end tests start it), and a
+    kept-alive connection to it."""
 
-
-class Envoy:
     def __init__(self, envoy_bin: str, name: str, wasm: Path, workdir: Path):
         self.name = name
-        self.config = workdir / f"{name}.json"
-        self.config.write_text(json.dumps(bootstrap(wasm), indent=2))
-        self.admin_path = workdir / f"{name}.admin"
-        self.admin_path.unlink(missing_ok=True)
-        self.log = workdir / f"{name}.log"
-        self.out = open(workdir / f"{name}.out", "wb")
-        self.process = subprocess.Popen(
-            [envoy_bin, "-c", str(self.config), "--concurrency", "1", "--disable-hot-restart",
-             "--base-id", str(random.randint(1000, 60000)),
-             "--admin-address-path", str(self.admin_path),
-             "--log-level", "info", "--log-path", str(self.log)],
-            stdout=self.out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        self.port = 0
+        # The module answers every request itself: the upstream cluster is never contacted.
+        config = bootstrap([wasm_filter(str(wasm), {})], 1, {})
+        self.envoy = Envoy(envoy_bin, config, workdir, name, concurrency=1)
         self.conn: http.client.HTTPConnection | None = None
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(f"envoy {self.name} exited with {self.process.returncode}; see {self.log}")
-            try:
-                admin = int(self.admin_path.read_text().strip().rsplit(":", 1)[1])
-                c = http.client.HTTPConnection(LOOPBACK, admin, timeout=2)
-                c.request("GET", "/ready")
-                ready = c.getresponse()
-                ready.read()
-                if ready.status == 200:
-                    c.request("GET", "/listeners?format=json")
-                    listeners = json.loads(c.getresponse().read())
-                    for status in listeners.get("listener_statuses", []):
-                        port = status["local_address"]["socket_address"].get("port_value")
-                        if port:
-                            self.port = int(port)
-                            return
-                c.close()
-            except (OSError, ValueError, IndexError, KeyError, http.client.HTTPException):
-                pass
-            time.sleep(0.05)
-        raise SystemExit(f"envoy {self.name} not ready in {timeout} s; see {self.log}")
+    def wait_ready(self) -> None:
+        self.envoy.wait_ready(timeout=60.0)
 
     def verify(self, count: int, bits: int) -> dict[str, str]:
         """One request; the module's headers. Refuses anything but a clean 200."""
         for attempt in (1, 2):
             if self.conn is None:
-                self.conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=120)
+                self.conn = http.client.HTTPConnection(LOOPBACK, self.envoy.port, timeout=120)
             try:
                 self.conn.request("GET", "/", headers={"x-verify-count": str(count), "x-key-bits": str(bits)})
                 response = self.conn.getresponse()
@@ -183,14 +86,7 @@ class Envoy:
     def stop(self) -> None:
         if self.conn is not None:
             self.conn.close()
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.out.close()
+        self.envoy.stop()
 
 
 def fmt_us(value: float) -> str:
@@ -231,7 +127,7 @@ def main() -> int:
     started = dt.datetime.now(dt.timezone.utc)
     load_before = os.getloadavg()
 
-    envoys = [Envoy(args.envoy, name, path, workdir) for name, path in modules.items()]
+    envoys = [Rig(args.envoy, name, path, workdir) for name, path in modules.items()]
     # samples[name][bits] = [(round, index, µs per verification)]
     samples: dict[str, dict[int, list[tuple[int, int, float]]]] = {n: {b: [] for b in bits_list} for n in modules}
     info: dict[str, dict[str, str]] = {}
