@@ -66,8 +66,11 @@ fn verify_probe(state: &SharedState, headers: &RequestHeaders) -> Result<Value, 
         Ok(parsed) => parsed.keys,
         Err(why) => return Ok(json!({ "key": why })),
     };
-    let kid = keys.kids().first().map(|k| k.to_string()).ok_or("no key")?;
-    let key = keys.get(&kid).ok_or("no key")?;
+    let key = keys
+        .kids()
+        .first()
+        .and_then(|kid| keys.get(kid))
+        .ok_or("no key")?;
     let vm = state.borrow();
     let crypto = &vm.host_crypto;
     Ok(json!({
