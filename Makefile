@@ -203,7 +203,8 @@ run: venv build
 lint: wasm-target venv
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
-	cargo clippy --test wycheproof --features all-algorithms -- -D warnings  # test = false: not in --all-targets
+	cargo clippy --test wycheproof -- -D warnings  # test = false: not in --all-targets
+	cargo clippy --test wycheproof --features all-algorithms -- -D warnings
 	cargo clippy --release --target $(WASM_TARGET) -- -D warnings
 	cargo clippy --release --target $(WASM_TARGET) --features fault-injection --target-dir target/fault -- -D warnings
 	cargo clippy --all-targets --features all-algorithms -- -D warnings
