@@ -56,7 +56,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use cognito_authorizer::algorithm::DigestKind;
-use cognito_authorizer::rsa::RsaPublicKey as OurKey;
+use cognito_authorizer::rsa::{digest as hash, RsaPublicKey as OurKey};
 use libfuzzer_sys::fuzz_target;
 use rsa::hazmat::rsa_decrypt;
 use rsa::rand_core::{TryCryptoRng, TryRng};
@@ -140,21 +140,6 @@ fn h_len(kind: DigestKind) -> usize {
         DigestKind::Sha256 => 32,
         DigestKind::Sha384 => 48,
         DigestKind::Sha512 => 64,
-    }
-}
-
-fn hash(kind: DigestKind, parts: &[&[u8]]) -> Vec<u8> {
-    fn run<D: Digest>(parts: &[&[u8]]) -> Vec<u8> {
-        let mut h = D::new();
-        for p in parts {
-            h.update(p);
-        }
-        h.finalize().to_vec()
-    }
-    match kind {
-        DigestKind::Sha256 => run::<Sha256>(parts),
-        DigestKind::Sha384 => run::<Sha384>(parts),
-        DigestKind::Sha512 => run::<Sha512>(parts),
     }
 }
 
