@@ -732,6 +732,127 @@ mod tests {
     }
 
     #[test]
+    fn the_fingerprint_is_fnv1a() {
+        // FNV-1a 64-bit reference values (Fowler, Noll and Vo's test suite).
+        assert_eq!(fnv1a(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a("foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn a_matching_fingerprint_alone_is_not_a_duplicate() {
+        let mut set = Readings::default();
+        assert_eq!(set.add("/a".to_string(), 0), Ok(true));
+        assert_eq!(set.add("/a".to_string(), 0), Ok(false));
+        // A collision: another reading with the same length and hash is still new.
+        set.prints[0] = (2, fnv1a("/b"));
+        assert_eq!(set.add("/b".to_string(), 0), Ok(true));
+        assert_eq!(set.paths, ["/a", "/b"]);
+    }
+
+    #[test]
+    fn readings_of_exactly_the_byte_bound_in_all_are_kept() {
+        let half = |c: char| format!("/{}", c.to_string().repeat(MAX_READING_BYTES / 2 - 1));
+        let mut set = Readings::default();
+        assert_eq!(set.add(half('a'), 0), Ok(true));
+        assert_eq!(set.add(half('b'), 0), Ok(true));
+        assert_eq!(set.bytes, MAX_READING_BYTES);
+        assert_eq!(
+            set.add("/".to_string(), 0),
+            Err(Unreadable::TooManyReadings)
+        );
+        // And exactly the count bound.
+        let mut set = Readings::default();
+        for i in 0..MAX_READINGS {
+            assert_eq!(set.add(format!("/{i}"), 0), Ok(true));
+        }
+        assert_eq!(
+            set.add("/new".to_string(), 0),
+            Err(Unreadable::TooManyReadings)
+        );
+    }
+
+    #[test]
+    fn work_counts_every_steps_input_and_output() {
+        // "/A" and then "/a" go through the 12 steps (2 bytes each); one output, "/a".
+        let mut work = Work::default();
+        assert_eq!(
+            readings_counted("/A", &mut work),
+            Ok(vec!["/A".into(), "/a".into()])
+        );
+        assert_eq!(work.bytes, 2 * 12 + 2 + 2 * 12);
+    }
+
+    #[test]
+    fn dot_segments_are_whole_segments() {
+        for dots in ["/.", "/..", "/a/./b", "/a/../b", "/a/.."] {
+            assert!(has_dot_segment(dots), "{dots}");
+        }
+        for names in ["/a", "/.a", "/a.", "/..a/b", "/a/b..", "/..."] {
+            assert!(!has_dot_segment(names), "{names}");
+        }
+    }
+
+    #[test]
+    fn one_decoding_round_per_call() {
+        assert_eq!(decode_once("/%2561%41", Decode::All), "/%61A");
+        assert_eq!(decode_once("/%2F%2e%41%7e", Decode::Unreserved), "/%2F.A~");
+        assert_eq!(decode_once("/%2F%3f", Decode::All), "//?");
+        // Incomplete or non-hex escapes stay as they are.
+        assert_eq!(decode_once("/%zz%4%", Decode::All), "/%zz%4%");
+        assert_eq!(decode_once("/a%4", Decode::All), "/a%4");
+    }
+
+    #[test]
+    fn hex_digits_in_both_cases() {
+        let digits: Vec<Option<u8>> = b"09afAFgG/:@`".iter().map(|c| hex(*c)).collect();
+        assert_eq!(
+            digits,
+            [
+                Some(0),
+                Some(9),
+                Some(10),
+                Some(15),
+                Some(10),
+                Some(15),
+                None,
+                None,
+                None,
+                None,
+                None,
+                None
+            ]
+        );
+    }
+
+    #[test]
+    fn folding_is_needed_for_upper_case_and_the_four_letters_only() {
+        for folds in [
+            "/A",
+            "/aB",
+            "/\u{130}",
+            "/\u{131}",
+            "/\u{17F}",
+            "/\u{212A}",
+            "/caf\u{e9}X",
+        ] {
+            assert!(needs_folding(folds), "{folds}");
+        }
+        for stays in ["/a", "/caf\u{e9}", "/\u{c9}", "/1-_~"] {
+            assert!(!needs_folding(stays), "{stays}");
+        }
+    }
+
+    #[test]
+    fn names_lose_trailing_dots_and_spaces_but_dot_segments_stay() {
+        assert_eq!(trim_names("/admin./x "), "/admin/x");
+        assert_eq!(trim_names("/a. .. /b"), "/a/b");
+        assert_eq!(trim_names("/a/../b/./c"), "/a/../b/./c");
+        assert_eq!(trim_names("/.. /x/. "), "/../x/.");
+        assert_eq!(trim_names("/.a./b"), "/.a/b");
+    }
+
+    #[test]
     fn resolving_never_climbs_above_the_root() {
         assert_eq!(resolve_dots("/../../x", true), "/x");
         assert_eq!(resolve_dots("/..", false), "/");

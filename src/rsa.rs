@@ -730,6 +730,38 @@ pub(crate) mod tests {
     ];
 
     #[test]
+    fn keys_and_key_errors_describe_themselves_for_the_log() {
+        use crate::signature::self_test;
+        let b64 = |s: &str| URL_SAFE_NO_PAD.decode(s).unwrap();
+        let key = RsaPublicKey::new(&b64(self_test::RSA_N), &b64(self_test::RSA_E)).unwrap();
+        assert_eq!(key.bits(), 2048);
+        assert_eq!(format!("{key:?}"), "RsaPublicKey(2048 bits)");
+        assert_eq!(
+            KeyError::Size(1024).to_string(),
+            "RSA modulus of 1024 bits (accepted: 2048 to 4096)"
+        );
+        assert_eq!(KeyError::EvenModulus.to_string(), "RSA modulus is even");
+        assert_eq!(KeyError::Exponent.to_string(), "RSA exponent is not 65537");
+    }
+
+    #[test]
+    fn limbs_and_comparisons() {
+        assert_eq!(to_limbs(&[1, 2, 3, 4, 5], 3), [0x0203_0405, 1, 0]);
+        assert_eq!(to_limbs(&[0xff; 4], 1), [u32::MAX]);
+        assert_eq!(to_bytes(&[0x0203_0405, 1, 0], 5), [1, 2, 3, 4, 5]);
+        assert_eq!(to_bytes(&[0x0203_0405, 1], 7), [0, 0, 1, 2, 3, 4, 5]);
+        // Little-endian limbs: the highest limb that differs decides.
+        assert!(less_than(&[5, 2], &[1, 3]));
+        assert!(!less_than(&[1, 3], &[5, 2]));
+        assert!(less_than(&[1, 2], &[2, 2]));
+        assert!(!less_than(&[2, 2], &[1, 2]));
+        assert!(!less_than(&[7, 7], &[7, 7]));
+        let mut a = [0, 1];
+        sub_in_place(&mut a, &[1, 0]);
+        assert_eq!(a, [u32::MAX, 0]);
+    }
+
+    #[test]
     fn known_answers_from_openssl() {
         use crate::signature::self_test;
         let b64 = |s: &str| URL_SAFE_NO_PAD.decode(s).unwrap();
