@@ -12,6 +12,10 @@
 //!   module's own verifier's, and the decision. A key the parser refuses is answered
 //!   `{"key": "<why>"}`. The tests run public test vectors through it (tests/e2e/tokens/
 //!   test_signature_vectors.py).
+//!
+//! And one start-up hook: `on_vm_start` fails when the VM's configuration
+//! (`vm_config.configuration`) is [`FAIL_VM_START`], as a VM that cannot start would
+//! (tests/e2e/operations/test_module_fails_to_start.py).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -24,6 +28,14 @@ use crate::jwks::parse_jwks;
 use crate::request::RequestHeaders;
 use crate::signature::NoHostCrypto;
 use crate::verify::{host_answer, signature_valid};
+
+/// The VM configuration that makes `on_vm_start` fail.
+pub const FAIL_VM_START: &[u8] = b"fault: fail on_vm_start";
+
+/// Whether `on_vm_start` must fail for this VM configuration.
+pub fn vm_start_fails(vm_configuration: Option<&[u8]>) -> bool {
+    vm_configuration == Some(FAIL_VM_START)
+}
 
 /// Runs the hook the request names, if any: `Some` when the request was answered here.
 #[allow(clippy::panic)]

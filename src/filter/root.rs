@@ -116,6 +116,15 @@ impl Context for Root {
 }
 
 impl RootContext for Root {
+    #[cfg(feature = "fault-injection")]
+    fn on_vm_start(&mut self, _size: usize) -> bool {
+        let failing = super::fault::vm_start_fails(self.get_vm_configuration().as_deref());
+        if failing {
+            log::error!("fault injection: on_vm_start fails");
+        }
+        !failing
+    }
+
     fn on_configure(&mut self, _size: usize) -> bool {
         // Debug lines are only formatted when the host would print them.
         proxy_wasm::set_log_level(hostcalls::get_log_level().unwrap_or(LogLevel::Info));

@@ -314,7 +314,8 @@ def module_envoys(envoy_bin, wasm_path, upstream, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bootstrap_envoys(envoy_bin, tmp_path_factory):
-    """start(bootstrap, name=None, concurrency=2, wait=True, extra_args=()) → an Envoy running a whole
+    """start(bootstrap, name=None, concurrency=2, wait=True, extra_args=(), hot_restart=None)
+    → an Envoy running a whole
     bootstrap the test module built (several listeners, jwt_authn next to the filter,
     another failure_policy, the fault-injection module...). Its log goes into failure
     reports like the others'; it is stopped at the end of the module (or by `_stop`)."""
@@ -322,11 +323,11 @@ def bootstrap_envoys(envoy_bin, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("bootstrap-envoys")
 
     def start(bootstrap: dict, name: str | None = None, concurrency: int = 2,
-              wait: bool = True, extra_args: tuple[str, ...] = ()) -> Envoy:  # fmt: skip
+              wait: bool = True, extra_args: tuple[str, ...] = (),
+              hot_restart: tuple[int, int] | None = None) -> Envoy:  # fmt: skip
         name = name or f"envoy{len(started)}"
-        envoy = Envoy(
-            envoy_bin, bootstrap, workdir, name, concurrency=concurrency, extra_args=extra_args
-        )
+        envoy = Envoy(envoy_bin, bootstrap, workdir, name, concurrency=concurrency,
+                      extra_args=extra_args, hot_restart=hot_restart)  # fmt: skip
         _LIVE_ENVOYS.append(envoy)
         started.append(envoy)
         return envoy.wait_ready() if wait else envoy

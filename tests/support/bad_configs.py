@@ -1,7 +1,7 @@
 """Filter configurations the filter refuses, one per class of refusal, each with what its
 log line must name: the JSON path of the key at fault (for a missing key, its parent's path
 and its name). Used at bootstrap (test_bad_config.py: Envoy exits) and as pushes to a
-running Envoy (test_pushes_under_load.py: Envoy rejects the listener update)."""
+running Envoy (test_changes_under_load.py: Envoy rejects the listener update)."""
 
 from __future__ import annotations
 

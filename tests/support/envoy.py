@@ -188,7 +188,11 @@ class Envoy:
         name: str = "envoy",
         concurrency: int = 2,
         extra_args: tuple[str, ...] = (),
+        hot_restart: tuple[int, int] | None = None,
     ):
+        """`hot_restart`: (base id, restart epoch) for a process that takes part in a hot
+        restart (epoch 0 first, then 1 with the same base id takes its sockets over);
+        without it, hot restart is disabled."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.log_path = workdir / f"{name}.log"
@@ -206,10 +210,12 @@ class Envoy:
             envoy_bin,
             "-c", str(self.config_path),
             "--concurrency", str(concurrency),
-            "--disable-hot-restart",
-            # Unique per process even with hot restart off: other Envoys on the machine
-            # (a `make run` demo, the bench) may not disable it.
-            "--base-id", str(random.randint(1000, 60000)),
+            *(("--disable-hot-restart",
+               # Unique per process even with hot restart off: other Envoys on the machine
+               # (a `make run` demo, the bench) may not disable it.
+               "--base-id", str(random.randint(1000, 60000)))
+              if hot_restart is None else
+              ("--base-id", str(hot_restart[0]), "--restart-epoch", str(hot_restart[1]))),
             "--admin-address-path", str(self.admin_address_path),
             "--log-level", "info",
             "--component-log-level", "wasm:debug",

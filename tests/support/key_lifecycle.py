@@ -126,6 +126,10 @@ class LdsFiles:
         if routes is not None:
             hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
             hcm["route_config"]["virtual_hosts"][0]["routes"] = routes
+        self.write_listener(listener)
+
+    def write_listener(self, listener: dict) -> None:
+        """A listener as it is (one built by `listener()` and then changed)."""
         self.version += 1
         document = {
             "version_info": str(self.version),

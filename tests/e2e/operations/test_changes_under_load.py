@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from support.authorizer_config import (
     self_minted_pool,
 )
 from support.bad_configs import BAD_CONFIGS, has_line_naming
-from support.envoy import Envoy
+from support.envoy import Envoy, authorizer_bootstrap
 from support.jwks_server import JwksServer
 from support.key_lifecycle import LdsFiles
 from support.load import Exchange, Load, Probe
@@ -414,3 +415,61 @@ def test_a_refused_push_changes_nothing_under_load(
     assert not wrong, [(e.probe, outcome(e)) for e in wrong[:5]]
     assert not errors, [e.error for e in errors[:5]]
     assert after_good and before_good
+
+
+def test_hot_restart_under_load_authorises_as_before_and_drops_nothing(
+    bootstrap_envoys, wasm_path, upstream, jwks, signing_key
+):
+    """Envoy's hot restart (`--restart-epoch`) with the same configuration while requests
+    flow: the new process takes the listening socket over and fetches its own keys (shared
+    data is per process); requests that reach it before its keys wait for them (README
+    "Keys"), so none is allowed early and none gets 401 or 503 for lack of keys; the old
+    process drains and exits, its in-flight requests answered."""
+    load_probes, _ = probes(signing_key)
+    config = Variant()
+    bootstrap = authorizer_bootstrap(wasm_path, config.config(), upstream.port,
+                                     {TEST_CLUSTER: jwks.port})  # fmt: skip
+    port = free_port()
+    bootstrap["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = port
+    base_id = random.randint(1000, 60000)
+    drain = ("--drain-time-s", "2", "--parent-shutdown-time-s", "4")
+    parent = bootstrap_envoys(bootstrap, name="epoch0", extra_args=drain,
+                              hot_restart=(base_id, 0))  # fmt: skip
+    wait_until(lambda: parent.counter("jwks_fetch_ok") >= 1, 10, "the old process's keys")
+    fetches_before = jwks.hits(jwks_path(TEST_POOL))
+
+    with Load(port, load_probes, watch=SUB_HEADERS) as load:
+        time.sleep(1.0)
+        # The new process's key fetch is held for a second: requests it takes meanwhile
+        # wait for the keys.
+        jwks.hold_answers()
+        restarted = time.monotonic()
+        bootstrap_envoys(bootstrap, name="epoch1", extra_args=drain,
+                         hot_restart=(base_id, 1))  # fmt: skip
+        time.sleep(1.0)
+        jwks.release()
+        released = time.monotonic()
+        parent_code = parent.wait_exit(30)
+        parent_gone = time.monotonic()
+        answered_before_exit = sum(1 for e in load.exchanges if e.done < parent_gone)
+        time.sleep(1.0)
+
+    wrong = [e for e in load.exchanges
+             if e.status is not None and outcome(e) != config.expect(e.probe.kind, e.probe.path)]  # fmt: skip
+    errors = [e for e in load.exchanges if e.status is None]
+    during = [e for e in load.exchanges if restarted <= e.sent <= parent_gone]
+    waited = [e for e in load.exchanges
+              if e.probe.kind != "none" and e.done >= released and e.done - e.sent >= 0.5]  # fmt: skip
+    # Counters move to the new process in a hot restart, so what it answered is told by time.
+    after = [e for e in load.exchanges if e.sent > parent_gone]
+    print(f"[measure] hot restart under load: {len(load.exchanges)} answers, {len(during)} "
+          f"sent while both processes ran ({parent_gone - restarted:.1f} s), "
+          f"{len(after)} after the old one exited, {len(waited)} waited for the new process's "
+          f"keys, {len(wrong)} wrong, {len(errors)} connection "
+          f"errors; the new process fetched keys {jwks.hits(jwks_path(TEST_POOL)) - fetches_before} "
+          f"time(s); old process exit code {parent_code}")  # fmt: skip
+    assert not wrong, [(e.probe, outcome(e)) for e in wrong[:5]]
+    assert not errors, [e.error for e in errors[:5]]
+    assert parent_code == 0
+    assert during and after and answered_before_exit > 0 and waited
+    assert jwks.hits(jwks_path(TEST_POOL)) - fetches_before == 1
