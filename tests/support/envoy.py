@@ -13,6 +13,7 @@ import os
 import random
 import re
 import time
+import urllib.parse
 from pathlib import Path
 
 from .client import Response, request
@@ -312,9 +313,10 @@ class Envoy:
             f"{before} -> {self.worker_connections()}"
         )
 
-    def stats(self) -> dict[str, int]:
-        """Every counter and gauge by name."""
-        data = self.admin("/stats?format=json").json()
+    def stats(self, only: str | None = None) -> dict[str, int]:
+        """Every counter and gauge by name (`only`: those whose name matches this regex)."""
+        query = f"&filter={urllib.parse.quote(only)}" if only else ""
+        data = self.admin(f"/stats?format=json{query}").json()
         return {s["name"]: s["value"] for s in data.get("stats", []) if "value" in s}
 
     def _filter_metrics(self) -> dict[str, int]:

@@ -1,6 +1,7 @@
 """Helpers for the key-lifecycle scenarios (rotation, JWKS outages, one fetch per process,
 hot reload): what the JWKS server saw and when, the backoff the filter promises, which
-worker took a connection, and Envoy with its listener in a watched LDS file.
+worker took a connection, and Envoy with its listener in a watched LDS file (or only the
+filter's configuration, in a watched ECDS file).
 
 Times are `time.monotonic()`, the clock of `jwks_server.Fetch`."""
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from . import tokens as tk
 from .authorizer_config import TEST_CLIENT, TEST_ISSUER
-from .envoy import Envoy, authorizer_bootstrap
+from .envoy import Envoy, authorizer_bootstrap, wasm_filter
 from .jwks_server import Fetch, JwksServer
 from .polling import wait_until
 
@@ -155,6 +156,92 @@ class LdsFiles:
             }
         }
         return full
+
+
+    def counts(self, envoy: Envoy) -> tuple[int, int, bool]:
+        """(updates applied, updates rejected, whether a new listener is still warming)."""
+        stats = envoy.stats(r"^listener_manager\.")
+        return (
+            int(stats.get("listener_manager.lds.update_success", 0)),
+            int(stats.get("listener_manager.lds.update_rejected", 0)),
+            int(stats.get("listener_manager.total_listeners_warming", 0)) > 0,
+        )
+
+
+TYPED_EXTENSION_CONFIG = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
+WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+
+
+class EcdsFiles:
+    """The listener of `authorizer_bootstrap`, static, whose Wasm filter is delivered by
+    extension config discovery (ECDS), as Istio delivers a WasmPlugin and Envoy Gateway an
+    EnvoyExtensionPolicy: `<dir>/ecds.json` holds the filter (module and configuration), and
+    `write(filter_config)` replaces it atomically. Envoy swaps the filter in the listener it
+    keeps; the listener itself never changes."""
+
+    NAME = "cognito_authorizer"
+
+    def __init__(
+        self,
+        directory: Path,
+        wasm_path: str,
+        upstream_port: int,
+        clusters: dict[str, int],
+        port: int,
+    ):
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / "ecds.json"
+        self.wasm_path = wasm_path
+        self.upstream_port = upstream_port
+        self.clusters = clusters
+        self.port = port
+        self.version = 0
+
+    def write(self, filter_config: dict | str) -> None:
+        self.write_filter(wasm_filter(self.wasm_path, filter_config))
+
+    def write_filter(self, http_filter: dict) -> None:
+        """A filter as `wasm_filter` builds it (and then changed)."""
+        self.version += 1
+        document = {
+            "version_info": str(self.version),
+            "resources": [{"@type": TYPED_EXTENSION_CONFIG, "name": self.NAME,
+                           "typed_config": http_filter["typed_config"]}],
+        }  # fmt: skip
+        staging = self.directory / f".ecds.{self.version}.tmp"
+        staging.write_text(json.dumps(document, indent=2))
+        os.rename(staging, self.path)
+
+    def bootstrap(self, filter_config: dict | str) -> dict:
+        """The bootstrap, its filter read from the file; writes the first file."""
+        self.write(filter_config)
+        full = authorizer_bootstrap(self.wasm_path, filter_config, self.upstream_port, self.clusters)
+        listener = full["static_resources"]["listeners"][0]
+        listener["address"]["socket_address"]["port_value"] = self.port
+        hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        hcm["http_filters"][0] = {
+            "name": self.NAME,
+            "config_discovery": {
+                "config_source": {
+                    "resource_api_version": "V3",
+                    "path_config_source": {
+                        "path": str(self.path),
+                        "watched_directory": {"path": str(self.directory)},
+                    },
+                },
+                "type_urls": [WASM_TYPE],
+            },
+        }
+        full["node"] = {"id": "cognito-authorizer-e2e", "cluster": "e2e"}
+        return full
+
+    def counts(self, envoy: Envoy) -> tuple[int, int, bool]:
+        """(updates applied, updates rejected, False): ECDS has no warming."""
+        prefix = f"extension_config_discovery.http_filter.{self.NAME}."
+        stats = envoy.stats("^" + prefix.replace(".", r"\."))
+        applied, rejected = stats.get(prefix + "config_reload", 0), stats.get(prefix + "config_fail", 0)
+        return int(applied), int(rejected), False
 
 
 def listener_reloads(envoy: Envoy) -> dict[str, int]:

@@ -1,14 +1,18 @@
-"""Configuration pushes while traffic flows, as Istio (WasmPlugin) and Envoy Gateway
-(EnvoyExtensionPolicy) make them: Envoy serves its listener from a watched LDS file and the
-test rewrites it 50 times under load, each push changing one thing (a rule, a second pool
-added or removed or pointed at other keys, a claim header, `report` ↔ `enforce`, a revocation
-source), then pushes each class of configuration the filter refuses.
+"""Changes to a running Envoy while traffic flows: configuration pushes, refused pushes, and
+a hot restart (README "Operations").
 
-What a client may see (README "Operations"): every answer is the one the old or the new
-configuration gives; no connection error beyond what the same pushes cause with the no-op
-Wasm filter (measured in the same test); keys fetched once per pool identity; Envoy's RSS
-after 50 pushes within a stated bound of its RSS after the first; a refused push changes
-nothing (Envoy rejects the listener update, the old one keeps serving)."""
+Pushes come as Istio (WasmPlugin) and Envoy Gateway (EnvoyExtensionPolicy) make them, from a
+watched file: by ECDS (the filter alone is replaced in the listener Envoy keeps) and by LDS
+(the whole listener is replaced and the old one drained). The test pushes 50 configurations
+in a row under load, each changing one thing (a rule, a second pool added or removed and
+pointed at other keys, a claim header, `report` ↔ `enforce`, a revocation source), then each
+class of configuration the filter refuses, and a corrupt module.
+
+What a client may see: every answer is one the old or the new configuration gives; no
+connection error beyond what the same pushes cause with the no-op Wasm filter (measured in
+the same test); keys fetched once per pool identity; Envoy's RSS after 50 pushes within a
+stated bound of its RSS after the first; a refused push changes nothing (Envoy rejects the
+update, the old configuration keeps serving); a hot restart drops and refuses nothing."""
 
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ from support.authorizer_config import (
 from support.bad_configs import BAD_CONFIGS, has_line_naming
 from support.envoy import Envoy, authorizer_bootstrap
 from support.jwks_server import JwksServer
-from support.key_lifecycle import LdsFiles
+from support.key_lifecycle import EcdsFiles, LdsFiles
 from support.load import Exchange, Load, Probe
 from support.polling import wait_until
 from support.ports import free_port
@@ -43,7 +47,7 @@ from support.scenarios import bearer
 
 PUSHES = 50
 # How long each configuration stays in force under load before the next push.
-DWELL = 0.4
+DWELL = 0.3
 # An answer may come from configuration j until this long after Envoy reported the next one
 # in force: the main thread counts the update before every worker has swapped listeners.
 SWAP_SLACK = 0.25
@@ -158,22 +162,20 @@ def variants() -> list[Variant]:
 # --- pushes --------------------------------------------------------------------------------
 
 
-def lds_counters(envoy: Envoy) -> dict[str, int]:
-    data = envoy.admin("/stats?format=json&filter=^listener_manager%5C.").json()
-    return {s["name"]: s.get("value", 0) for s in data.get("stats", []) if "name" in s}
-
-
 @dataclass
 class Push:
     written: float
     applied: float  # when Envoy's counters showed it in force (or rejected)
 
 
-def push(envoy: Envoy, files: LdsFiles, config, *, wasm_path: str | None = None,
+Files = LdsFiles | EcdsFiles
+
+
+def push(envoy: Envoy, files: Files, config, *, wasm_path: str | None = None,
          rejected: bool = False) -> Push:  # fmt: skip
-    """Writes the listener with `config` and waits until Envoy has it in force (or, with
-    `rejected`, until Envoy has rejected it)."""
-    before = lds_counters(envoy)
+    """Writes the listener (or, by ECDS, the filter) with `config` and waits until Envoy has
+    it in force (or, with `rejected`, until Envoy has rejected it)."""
+    applied_before, rejected_before, _ = files.counts(envoy)
     written = time.monotonic()
     if wasm_path is not None:
         files.wasm_path, old_path = wasm_path, files.wasm_path
@@ -185,18 +187,11 @@ def push(envoy: Envoy, files: LdsFiles, config, *, wasm_path: str | None = None,
         files.write(config)
 
     def done():
-        now = lds_counters(envoy)
-        newly_rejected = now["listener_manager.lds.update_rejected"] > before.get(
-            "listener_manager.lds.update_rejected", 0
-        )
+        applied, refused, warming = files.counts(envoy)
         if rejected:
-            return newly_rejected
-        assert not newly_rejected, f"Envoy rejected push {files.version}:\n{envoy.log_tail()}"
-        return (
-            now["listener_manager.lds.update_success"]
-            > before["listener_manager.lds.update_success"]
-            and now.get("listener_manager.total_listeners_warming", 0) == 0
-        )
+            return refused > rejected_before
+        assert refused == rejected_before, f"Envoy rejected push {files.version}:\n{envoy.log_tail()}"
+        return applied > applied_before and not warming
 
     wait_until(done, 15, f"Envoy to {'reject' if rejected else 'apply'} push {files.version}", 0.01)
     return Push(written, time.monotonic())
@@ -204,7 +199,8 @@ def push(envoy: Envoy, files: LdsFiles, config, *, wasm_path: str | None = None,
 
 def drained(envoy: Envoy) -> None:
     wait_until(
-        lambda: lds_counters(envoy).get("listener_manager.total_listeners_draining", 0) == 0,
+        lambda: envoy.stats(r"^listener_manager\.").get(
+            "listener_manager.total_listeners_draining", 0) == 0,
         DRAIN_SECONDS + 15,
         "the old listeners to drain",
     )
@@ -243,14 +239,17 @@ def revocation_docs():
 
 
 @pytest.fixture
-def lds(bootstrap_envoys, upstream, jwks, revocation_docs, tmp_path):
-    """lds(wasm_path, first_config) → (Envoy, LdsFiles): Envoy (2 workers, old listeners
-    drained in DRAIN_SECONDS) whose listener is read from a watched file."""
+def delivered(bootstrap_envoys, upstream, jwks, revocation_docs, tmp_path):
+    """delivered(how, wasm_path, first_config) → (Envoy, files): Envoy (2 workers, old
+    listeners drained in DRAIN_SECONDS) whose filter configuration is read from a watched
+    file, as a whole listener (`how` "lds") or as the filter alone ("ecds")."""
+    count = [0]
 
-    def start(wasm_path: str, config: dict):
-        name = f"push{len(list(tmp_path.glob('lds*')))}"
-        files = LdsFiles(
-            tmp_path / f"lds-{name}",
+    def start(how: str, wasm_path: str, config: dict):
+        count[0] += 1
+        name = f"{how}{count[0]}"
+        files = {"lds": LdsFiles, "ecds": EcdsFiles}[how](
+            tmp_path / name,
             wasm_path,
             upstream.port,
             {TEST_CLUSTER: jwks.port, DOC_CLUSTER: revocation_docs.port},
@@ -296,8 +295,9 @@ def probes(signing_key) -> tuple[list[Probe], str]:
 # --- the tests -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("how", ["lds", "ecds"])
 def test_fifty_pushes_under_load_answer_as_the_old_or_the_new_configuration(
-    lds, wasm_path, noop_wasm_path, jwks, revocation_docs, signing_key
+    how, delivered, wasm_path, noop_wasm_path, jwks, revocation_docs, signing_key
 ):
     load_probes, revoked_jti = probes(signing_key)
     now = int(time.time())
@@ -308,14 +308,14 @@ def test_fifty_pushes_under_load_answer_as_the_old_or_the_new_configuration(
 
     # The baseline: the same pushes (the configuration text changes each time, so Envoy
     # replaces the listener each time) with the no-op filter.
-    noop, noop_files = lds(noop_wasm_path, {"push": 0})
+    noop, noop_files = delivered(how, noop_wasm_path, {"push": 0})
     with Load(noop.port, load_probes) as baseline:
         for i in range(1, PUSHES + 1):
             push(noop, noop_files, {"push": i})
             time.sleep(DWELL)
     baseline_errors = [e for e in baseline.exchanges if e.status is None]
 
-    envoy, files = lds(wasm_path, plan[0].config())
+    envoy, files = delivered(how, wasm_path, plan[0].config())
     wait_until(lambda: envoy.request("/data").status == 401, 10, "the filter to answer")
     pushes = [Push(0.0, 0.0)]
     rss_first = 0
@@ -327,6 +327,7 @@ def test_fifty_pushes_under_load_answer_as_the_old_or_the_new_configuration(
             if i == 1:
                 drained(envoy)
                 rss_first = rss(envoy)
+    rss_undrained = rss(envoy)  # the old listeners of the last second not yet released
     drained(envoy)
     rss_last = rss(envoy)
 
@@ -348,13 +349,14 @@ def test_fifty_pushes_under_load_answer_as_the_old_or_the_new_configuration(
     fetches = {path: jwks.hits(path) for path in
                [jwks_path(TEST_POOL), *(f"/{k}/{SECOND_POOL}/.well-known/jwks.json" for k in "xy")]}  # fmt: skip
     print(
-        f"[measure] {PUSHES} pushes under load: {len(load.exchanges)} answers "
+        f"[measure] {PUSHES} pushes ({how}) under load: {len(load.exchanges)} answers "
         f"({len(load.exchanges) / (pushes[-1].applied - pushes[1].written):.0f}/s), "
         f"{len(wrong)} inconsistent, {len(errors)} connection errors "
         f"(no-op filter, same pushes: {len(baseline_errors)} in {len(baseline.exchanges)}); "
         f"JWKS fetches {fetches}, revocation documents {revocation_docs.hits()}; "
         f"RSS after push 1 {rss_first / 2**20:.1f} MiB, after push {PUSHES} "
-        f"{rss_last / 2**20:.1f} MiB ({(rss_last - rss_first) / 2**20:+.1f} MiB)"
+        f"{rss_last / 2**20:.1f} MiB ({(rss_last - rss_first) / 2**20:+.1f} MiB; "
+        f"{rss_undrained / 2**20:.1f} MiB before the last listeners drained)"
     )
     assert not wrong, "\n".join(
         f"{e.probe.kind} {e.probe.path}: got {outcome(e)}, configurations in force "
@@ -370,15 +372,16 @@ def test_fifty_pushes_under_load_answer_as_the_old_or_the_new_configuration(
     assert rss_last - rss_first <= RSS_BOUND
 
 
+@pytest.mark.parametrize("how", ["lds", "ecds"])
 def test_a_refused_push_changes_nothing_under_load(
-    lds, wasm_path, jwks, signing_key, tmp_path
+    how, delivered, wasm_path, jwks, signing_key, tmp_path
 ):
     """Each class of configuration the filter refuses, and a module that is not Wasm at all,
     pushed to a running Envoy under load: Envoy rejects the listener update, the filter's log
     line names the key, and every answer is the old configuration's."""
     load_probes, _ = probes(signing_key)
     old = Variant()
-    envoy, files = lds(wasm_path, old.config())
+    envoy, files = delivered(how, wasm_path, old.config())
     wait_until(lambda: envoy.request("/data").status == 401, 10, "the filter to answer")
     corrupt = tmp_path / "corrupt.wasm"
     corrupt.write_bytes(b"\0asm\x01\0\0\0 this is not a module" * 100)
@@ -388,7 +391,7 @@ def test_a_refused_push_changes_nothing_under_load(
                        "pool-id-without-underscore")},
         "corrupt-module": (old.config(), None, str(corrupt)),
     }  # fmt: skip
-    rejected_before = lds_counters(envoy)["listener_manager.lds.update_rejected"]
+    _, rejected_before, _ = files.counts(envoy)
     with Load(envoy.port, load_probes, watch=SUB_HEADERS) as load:
         for name, (config, names, module) in bad_pushes.items():
             mark = len(envoy.log_text())
@@ -400,14 +403,14 @@ def test_a_refused_push_changes_nothing_under_load(
         new = Variant(admin_group="users")
         good = push(envoy, files, new.config())
         time.sleep(DWELL)
-    rejected = lds_counters(envoy)["listener_manager.lds.update_rejected"] - rejected_before
+    rejected = files.counts(envoy)[1] - rejected_before
 
     before_good = [e for e in load.exchanges if e.sent < good.written]
     after_good = [e for e in load.exchanges if e.sent > good.applied + SWAP_SLACK]
     wrong = [e for e in before_good if outcome(e) != old.expect(e.probe.kind, e.probe.path)]
     wrong += [e for e in after_good if outcome(e) != new.expect(e.probe.kind, e.probe.path)]
     errors = [e for e in load.exchanges if e.status is None]
-    print(f"[measure] {len(bad_pushes)} refused pushes under load: {rejected} rejected by "
+    print(f"[measure] {len(bad_pushes)} refused pushes ({how}) under load: {rejected} rejected by "
           f"Envoy, {len(before_good)} answers under the old configuration, {len(wrong)} not "
           f"the old (or, after the next good push, the new) configuration's, "
           f"{len(errors)} connection errors")  # fmt: skip
