@@ -10,7 +10,8 @@ Three layers, each catching what the one before cannot:
 2. Consistency, what no schema can say: every `jwks_cluster` is the name of a cluster the
    ServiceEntry + DestinationRule of the same set create (`outbound|<port>||<host>`, plain
    HTTP port, TLS originated by the proxy) for the host of the pool's JWKS URI; the same for
-   the EnvoyFilter's module download cluster; and no plugin fails open.
+   the EnvoyFilter's module download cluster; no plugin fails open; and an
+   AuthorizationPolicy reads only identity headers a WasmPlugin on the same workloads sets.
 3. Meaning: each filter configuration goes to the built filter in real Envoy
    (check_plugin_config.py), whose own parser accepts or refuses it.
 
@@ -43,6 +44,7 @@ KIND_SCHEMAS = {
     "ServiceEntry": "urn:cognito-authorizer:istio:serviceentry",
     "DestinationRule": "urn:cognito-authorizer:istio:destinationrule",
     "EnvoyFilter": "urn:cognito-authorizer:istio:envoyfilter",
+    "AuthorizationPolicy": "urn:cognito-authorizer:istio:authorizationpolicy",
 }
 
 
@@ -175,6 +177,29 @@ def consistency_problems(doc: dict, clusters: dict[str, str]) -> list[str]:
     return problems
 
 
+def identity_header_problems(doc: dict, plugins: list[dict]) -> list[str]:
+    """An AuthorizationPolicy may only read identity headers that a WasmPlugin of the set,
+    on the same workloads, sets from the verified token (`claims_to_headers`): any other
+    header is the client's to write."""
+    selector = (doc.get("spec") or {}).get("selector")
+    set_by_plugin = {
+        header.lower()
+        for plugin in plugins
+        if (plugin.get("spec") or {}).get("selector") == selector
+        for header in (((plugin.get("spec") or {}).get("pluginConfig") or {}).get("claims_to_headers") or {}).values()
+        if isinstance(header, str)
+    }
+    problems = []
+    for i, rule in enumerate((doc.get("spec") or {}).get("rules") or []):
+        for j, condition in enumerate(rule.get("when") or []):
+            key = condition.get("key", "")
+            header = key.removeprefix("request.headers[").removesuffix("]").lower()
+            if key.startswith("request.headers[") and header not in set_by_plugin:
+                problems.append(f"spec.rules[{i}].when[{j}].key: {header!r} is not set by a WasmPlugin of this "
+                                f"set on the same workloads (claims_to_headers: {sorted(set_by_plugin)})")
+    return problems
+
+
 # ---------------------------------------------------------------------------------------
 
 
@@ -200,9 +225,12 @@ def run(paths: list[Path], envoy: bool = True) -> list[Check]:
         checks.append(Check(f"{label}: upstream schema", upstream[label]))
     plain = [d for _, d in docs if "_yaml_error" not in d]
     clusters = tls_origination_clusters(plain)
+    plugins = [d for d in plain if d.get("kind") == "WasmPlugin"]
     for label, doc in docs:
         if doc.get("kind") in ("WasmPlugin", "EnvoyFilter"):
             checks.append(Check(f"{label}: clusters and failure policy", consistency_problems(doc, clusters)))
+        if doc.get("kind") == "AuthorizationPolicy":
+            checks.append(Check(f"{label}: identity headers", identity_header_problems(doc, plugins)))
     if envoy:
         for r in check_plugin_config.check_documents([(l, d) for l, d in docs if "_yaml_error" not in d]):
             checks.append(Check(r.label, [] if r.ok else [r.detail or "refused"]))

@@ -169,6 +169,38 @@ def authorizer_bootstrap(
     )
 
 
+def shipped_bootstrap(
+    path: Path, wasm_path: str, user_pools: list[dict], clusters: dict[str, int]
+) -> dict:
+    """An Envoy config from `envoy/` as users copy it, made runnable here: admin and
+    listeners on any port, the Wasm filter loading `wasm_path` with the shipped configuration
+    but these `user_pools`, and each cluster named in `clusters` at 127.0.0.1:<port>.
+    Everything else (filters, their order, local replies) is the shipped file's."""
+    import yaml
+
+    config = yaml.safe_load(path.read_text())
+    config["admin"]["address"]["socket_address"].update(address=LOOPBACK, port_value=0)
+    for listener in config["static_resources"]["listeners"]:
+        listener["address"]["socket_address"].update(address=LOOPBACK, port_value=0)
+        for chain in listener["filter_chains"]:
+            for network_filter in chain["filters"]:
+                for http_filter in network_filter["typed_config"].get("http_filters", []):
+                    if http_filter["name"] != "envoy.filters.http.wasm":
+                        continue
+                    wasm = http_filter["typed_config"]["config"]
+                    wasm["vm_config"]["code"]["local"]["filename"] = wasm_path
+                    filter_config = json.loads(wasm["configuration"]["value"])
+                    filter_config["user_pools"] = user_pools
+                    wasm["configuration"]["value"] = json.dumps(filter_config)
+    shipped = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    for name, port in clusters.items():
+        assert name in shipped, f"{path.name} has no cluster {name}"
+        kept = {k: v for k, v in shipped[name].items() if k in ("typed_extension_protocol_options",)}
+        shipped[name] = {**static_cluster(name, port), **kept}
+    config["static_resources"]["clusters"] = list(shipped.values())
+    return config
+
+
 # --- the process -------------------------------------------------------------------------
 
 
