@@ -761,6 +761,39 @@ pub(crate) mod tests {
         assert_eq!(a, [u32::MAX, 0]);
     }
 
+    // A 2049-bit key (OpenSSL 3.0, `genpkey -pkeyopt rsa_keygen_bits:2049 -pkeyopt
+    // rsa_keygen_primes:3`: with two primes OpenSSL rounds odd sizes down), and its signatures
+    // of KAT_MESSAGE (PSS with `rsa_pss_saltlen:digest`). Its k = 257 bytes but PSS's emLen =
+    // 256 (emBits = modBits − 1): the encoded message sits under a top byte that must be 0.
+    const KAT_2049_N: &str = "ATqHlUc6flkVSLTLQeWzMO9JSRZ6Een5G4LXP-KmtsH8QZUQB0-a7w4JjhUaEq7br9CqP1zvpFDKJz86WMh5uZJV9Y0GZOK8yEjw47_L55xzIssdxavI8HRQg4p0IuDQXa0FTcXnxYJQAyWpnjHMpaHFdUEjVHqDOAxEQGDG-Rur8q0Pq3iPrFLr7yzRnzJPTTEsnBnNv-ryvacbBckmaYsy1_QGFiJ40vuDs0tjnFNrYZ72TkpKGtM2JWekNKUzboOZy25INEts0M7IRbT15lypvVFsT7LceCMsfPbSMkPB5nlcZ9dRhClqH5Ifkd8cxDFZSgHWBPjmsNH5MjxuULs";
+    const KAT_2049: &[(DigestKind, bool, &str)] = &[
+        (DigestKind::Sha256, true, "AR3vTLdmAgQfwShUK7IadIk9PS_aJT7KiDyq0zrFkSOLpVi_zoHhOjSgjb4bnx9etimR1WDJNQ2se7rb8I0iCpYTLy3UEZoIlNqJEZnE8bmS3jvXUMXAWwQDfCYHB25sC8Uw3PGAefZs4EJ7y7246KFzP-U3EIlmmS5L7MafcIDy0ItB2uYwmHALaLOjVo6jBSu96zFd7zfM-216p2me2ZLUiLATWjXlhv-Muys536eud0eSzVc7rqRnJ6rGbqslENBaBffD5ixMNM_esIuIWpwih9KAsGzyGmssyHp3EQgI1JMrgX62XQEBMMKRjc6XUBQ_cMd68q4ewU2RME6OtME"),
+        (DigestKind::Sha512, true, "ATTcm3J_AzNXc6jvmza_vBa9eV1JdH8WpTzmjxUco44lqG2KDWP4zyBXvC2Sk1KTIi7ZS1exbfDvxpQw_iT2FqA6HSNkh9E7oSgdhqd8HqBP5yehcjRYFdghTYEP8E2qM037QUSN4XS6ElH5yaqJnKm4G5_fIfVn0WUctBdZqNnMAPZ8bQyXRD820Qf6JWbGI3DbcNX8U9Fv7aXFPHM_sO4pnUxJu_HxnH6396DNjNRKfZT6f2HFUSzfdof2G5PzzHQ5HouWk1dDrJ3StqCT-PoFl8ItXgXko45-xNs5E9UlXieVHTL1VJiVWOUBRLIkoFCEtFyhLd_qKg6qQhLLfwo"),
+        (DigestKind::Sha256, false, "AM_A9hqAhYs3dLfx8G3wPb-InebdSPW5u7DQhzNWhqSDZGMl9rQcjeG14DhLfQ69WtopQ-v5DFQVNOSy-fTRZe6YpALfnSrHeC46B-pFuUcmMjTFDpLDMKCGqEbBDrLYY2jtir98P-_BcmOEDdqkcKocy_ErqmwyU_9sidBLVIyhrJLxWDmPULQY1MSFFyhwEgBgDnz2Xuvo7pPjdi7R2gJ9cS7KcbE0QRQfrN1I9CmFIUWiqspwPsLr-kxP43xBm44SCyL4L1ibEJ_CcRbPZ-u6XUo40eaNKFWQHOOTqHivesBNHBbtNXV9COgE6behpL3dfjwY8pWnBpCxazqx-XE"),
+    ];
+
+    #[test]
+    fn known_answers_under_a_modulus_one_bit_past_a_byte() {
+        let b64 = |s: &str| URL_SAFE_NO_PAD.decode(s).unwrap();
+        let key = RsaPublicKey::new(&b64(KAT_2049_N), &[1, 0, 1]).unwrap();
+        assert_eq!((key.bits(), key.size), (2049, 257));
+        for (kind, pss, sig) in KAT_2049 {
+            let sig = b64(sig);
+            let verify = |message: &[u8]| {
+                if *pss {
+                    key.verify_pss(*kind, message, &sig)
+                } else {
+                    key.verify_pkcs1v15(*kind, message, &sig)
+                }
+            };
+            assert!(verify(KAT_MESSAGE), "{kind:?} pss={pss}");
+            assert!(
+                !verify(b"cognito-authorizer known answerS"),
+                "{kind:?} pss={pss}"
+            );
+        }
+    }
+
     #[test]
     fn known_answers_from_openssl() {
         use crate::signature::self_test;

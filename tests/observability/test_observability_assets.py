@@ -29,9 +29,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from support import tokens as tk  # noqa: E402
 from support.authorizer_config import TEST_CLUSTER, TEST_KID, self_minted_pool  # noqa: E402
-from support.envoy import Envoy, authorizer_bootstrap  # noqa: E402
+from support.envoy import Envoy, authorizer_bootstrap, shipped_bootstrap  # noqa: E402
 from support.jwks_server import JwksServer  # noqa: E402
 from support.polling import wait_until  # noqa: E402
+from support.ratelimit_service import RateLimitService  # noqa: E402
 from support.scenarios import bearer, mint_id  # noqa: E402
 from support.upstream import EchoUpstream  # noqa: E402
 
@@ -74,7 +75,7 @@ def test_rules_pass_promtool_check():
     proc = subprocess.run([promtool(), "check", "rules", str(OBS / "prometheus-rules.yaml")],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 8 rules found" in proc.stdout
+    assert "SUCCESS: 9 rules found" in proc.stdout
 
 
 def test_alert_unit_tests_pass_promtool_test():
@@ -87,7 +88,8 @@ def test_alert_unit_tests_pass_promtool_test():
 def test_every_alert_has_a_firing_and_a_quiet_unit_test():
     alerts = {r["alert"] for g in RULES["groups"] for r in g["rules"] if "alert" in r}
     assert alerts == {"CognitoAuthorizerKeysUnavailable", "CognitoAuthorizerKeysStale", "CognitoAuthorizerRefusalSpike",
-                      "CognitoAuthorizerUnknownKidRefetchStorm", "CognitoAuthorizerJwksFetchFailing"}
+                      "CognitoAuthorizerUnknownKidRefetchStorm", "CognitoAuthorizerJwksFetchFailing",
+                      "CognitoAuthorizerClientThrottled"}
     for alert in alerts:
         cases = [c for t in UNIT_TESTS["tests"] for c in t.get("alert_rule_test", []) if c["alertname"] == alert]
         assert any(c["exp_alerts"] for c in cases), f"{alert}: no case where it fires"
@@ -124,7 +126,7 @@ def test_dashboard_panels_are_well_formed():
             assert "rate(" not in t["expr"] or "[$__rate_interval]" in t["expr"], t["expr"]
     titles = {p["title"] for p in DASHBOARD["panels"]}
     assert {"Decisions by reason", "Refusal ratio", "Token cache hit ratio", "JWKS fetches", "Stale keys served",
-            "503 (keys unavailable) by pool", "Refused by pool and reason"} <= titles
+            "503 (keys unavailable) by pool", "Refused by pool and reason", "Quota refusals (429)"} <= titles
 
 
 # --- the names a real Envoy exports ----------------------------------------------------------
@@ -210,3 +212,56 @@ def test_every_metric_the_filter_exports_is_on_the_dashboard(scrape):
     # Process-wide or per pool: each counter (and the keys gauge) has a panel.
     on_dashboard = {counter_of(m) for m in metric_names(dashboard_exprs())}
     assert sorted({counter_of(m) for m in exported(scrape)} - on_dashboard) == []
+
+
+# --- Envoy's own quota counters (the per-client quota recipes) ----------------------------------
+
+# Envoy's metrics the dashboard and the rules read for quota refusals.
+QUOTA_METRIC = re.compile(r"\benvoy_(?:http_local_rate_limit_rate_limited|cluster_ratelimit_over_limit)\b")
+
+
+@pytest.fixture(scope="module")
+def quota_scrapes(tmp_path_factory) -> list[str]:
+    """/stats/prometheus of Envoy running envoy/client-quotas.yaml and then
+    envoy/global-ratelimit.yaml (a stand-in rate limit service), each after a client went
+    over its quota."""
+    envoy_bin = os.environ.get("ENVOY_BIN") or str(ROOT / ".venv" / "bin" / "envoy")
+    wasm = os.environ.get("WASM") or str(ROOT / "target" / "wasm32-wasip1" / "release" / "cognito_authorizer.wasm")
+    key = tk.SigningKey.generate(TEST_KID)
+    jwks, upstream, service = JwksServer(tk.jwks(key)), EchoUpstream(), RateLimitService(limit=1)
+    pool = self_minted_pool(name="demo", jwks_cluster="cognito_jwks", client_ids=["quotaclient1"])
+    token = bearer(tk.sign(key, tk.access_claims(pool["issuer"], "quotaclient1")))
+    scrapes = []
+    try:
+        for name in ("client-quotas.yaml", "global-ratelimit.yaml"):
+            bootstrap = shipped_bootstrap(ROOT / "envoy" / name, wasm, [pool], {
+                "upstream": upstream.port, "cognito_jwks": jwks.port, **({"ratelimit": service.port}
+                                                                        if "global" in name else {})})
+            limiter = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+                "typed_config"]["http_filters"][1]["typed_config"]
+            if "descriptors" in limiter:
+                limiter["descriptors"][0]["token_bucket"].update(max_tokens=1, tokens_per_fill=1, fill_interval="3600s")
+            else:
+                limiter["timeout"] = "5s"
+            envoy = Envoy(envoy_bin, bootstrap, tmp_path_factory.mktemp("envoy"), name.removesuffix(".yaml"))
+            try:
+                envoy.wait_ready()
+                assert [envoy.request("/a", headers=token).status for _ in range(3)] == [200, 429, 429]
+                scrapes.append(envoy.admin("/stats/prometheus").body.decode())
+            finally:
+                envoy.stop()
+        return scrapes
+    finally:
+        jwks.stop()
+        upstream.stop()
+        service.stop()
+
+
+def test_the_quota_metrics_queried_are_exported_by_envoy(quota_scrapes):
+    used = {m for t in [*dashboard_exprs(), *rule_exprs(), *unit_test_series()] for m in QUOTA_METRIC.findall(t)}
+    assert used == {"envoy_http_local_rate_limit_rate_limited", "envoy_cluster_ratelimit_over_limit"}
+    for metric, scrape in zip(sorted(used, reverse=True), quota_scrapes):
+        assert re.search(rf"^{metric}\{{[^}}]*\}} 2$", scrape, re.M), f"{metric} not counted in the scrape"
+    labels = {"envoy_local_http_ratelimit_prefix": quota_scrapes[0], "envoy_cluster_name": quota_scrapes[1]}
+    for label, scrape in labels.items():
+        assert f'{label}="' in scrape and any(label in e for e in dashboard_exprs())
