@@ -157,12 +157,22 @@ fn sub_in_place(a: &mut [u32], b: &[u32]) {
 impl RsaPublicKey {
     /// From the JWK's big-endian `n` and `e`.
     pub fn new(n: &[u8], e: &[u8]) -> Result<RsaPublicKey, KeyError> {
+        Self::sized(n, e, MIN_BITS..=MAX_BITS)
+    }
+
+    /// [`RsaPublicKey::new`] with other accepted sizes: the tests reach the verifiers'
+    /// length checks with keys the policy refuses.
+    fn sized(
+        n: &[u8],
+        e: &[u8],
+        accepted: std::ops::RangeInclusive<usize>,
+    ) -> Result<RsaPublicKey, KeyError> {
         let n = trim_zeros(n);
         let bits = match n.first() {
             None => 0,
             Some(top) => n.len() * 8 - top.leading_zeros() as usize,
         };
-        if !(MIN_BITS..=MAX_BITS).contains(&bits) {
+        if !accepted.contains(&bits) {
             return Err(KeyError::Size(bits));
         }
         if n.last().is_none_or(|b| b & 1 == 0) {
@@ -792,6 +802,37 @@ pub(crate) mod tests {
                 "{kind:?} pss={pss}"
             );
         }
+    }
+
+    // Keys under the policy, to reach PSS's length check (emLen ≥ hLen + sLen + 2): 1040 bits
+    // hold SHA-512 with a 64-byte salt exactly (emLen = 130; OpenSSL 3.0 signed KAT_MESSAGE
+    // with `rsa_pss_saltlen:digest`), 1032 bits cannot (emLen = 129; OpenSSL refuses to sign).
+    const KAT_1040_N: &str = "5eGQ4zI1xNMyKyeO6E9AXbywd2hh0cJMAVX7_dudNqmH5Zy3WewYyCR_Pi0eXMfqfxAwaL_5-9VzV6boGbCWn_a5mcBibXglK7oUNIclYUZ2KmDt-fCR2BKoPNzueN1DOkBOPzEjInkAYrKd-0tOBhpGmLmhE8_DI_Bx-yMAK7QUvQ";
+    const KAT_1040_PS512: &str = "MtpfCwlKWzY_0rsjw6LtAUKc_LcKezRM2MPHKoe59154ucprulwvqp9UUVFGn88SJJG6hfmH69RiJZAoMGtVVSLcz0OjIxWmuy9sdQO26YLpSTjfWqoSw2JsiuNgiUigk43rHpCEewAaAs-SKYka4SShB1pFaPCy00yiyn-vsO3Rbg";
+    const KAT_1032_CRAFTED: &str = "jAMVstH3EHOPuHRs0I3zj9YaxfC49fHCx-nEAFeMvdjKUQIqSlvkL7Q__dOvl5zvxjzUFo3J6xLxcr2a--tJwZSaL8kPju3rcMAJrDpbYDeKYBN-XLLc1l5BqApPj4dkI_2-uelXXGcbstnj0HbgPQpTQNXp0Yt1ezgSItKf0vPj";
+    const KAT_1032_N: &str = "tEHz4JHj5MO5u8fLVOdt1tyY5EIdhb9QO3mTH4woZuR7DkqkP4SMYqg9SXfXaS1eHIiLjy4DkGwXyY8hEg3LPlTN8hx-JGSF0EwYV8vtEobzrEPWZGxRD2hyyfaGPrGDuiGaeYbwaz5UdqLlFOZkvyoqBxqt3LmBGw-MolDq95Mt";
+
+    #[test]
+    fn pss_needs_room_for_the_hash_and_a_salt_as_long() {
+        let b64 = |s: &str| URL_SAFE_NO_PAD.decode(s).unwrap();
+        let sized = |n: &str| RsaPublicKey::sized(&b64(n), &[1, 0, 1], 1024..=MAX_BITS).unwrap();
+        let (exact, short) = (sized(KAT_1040_N), sized(KAT_1032_N));
+        assert_eq!((exact.bits(), short.bits()), (1040, 1032));
+        assert!(RsaPublicKey::new(&b64(KAT_1040_N), &[1, 0, 1]).is_err()); // the policy
+        let sig = b64(KAT_1040_PS512);
+        assert!(exact.verify_pss(DigestKind::Sha512, KAT_MESSAGE, &sig));
+        assert!(!exact.verify_pss(DigestKind::Sha512, b"another message", &sig));
+        // 129 bytes cannot hold 64 + 64 + 2, so every signature is refused before its
+        // padding is read: even one whose encoded message has the PSS trailer and a clear
+        // top bit (made with the 1032-bit key's private exponent), whose padding would be
+        // of negative length without the check.
+        let crafted = b64(KAT_1032_CRAFTED);
+        let mut em = vec![0x01];
+        em.extend([0x42; 127]);
+        em.push(0xbc);
+        assert_eq!(short.public_op(&crafted), Some(em));
+        assert!(!short.verify_pss(DigestKind::Sha512, KAT_MESSAGE, &crafted));
+        assert!(!short.verify_pss(DigestKind::Sha512, KAT_MESSAGE, &[0x5a; 129]));
     }
 
     #[test]
