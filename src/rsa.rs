@@ -739,6 +739,20 @@ pub(crate) mod tests {
         (DigestKind::Sha512, true, "d-YaQqpzKQTcOab-sogMOaP9F0BWcaGIuADYPnaegUlY0nPtPC28HaCJgujecSjpJimhQOnPEysqYv3djNC9fVRq0cYfuFSFr-Ch7yNLojtqtE_EhKbnEFjjOXxCzDT0YXW9g9zvPfIffoP_oWZeS4bu6yk52pr6tynhjf9M3XmWDx91sVZobW6885tR7D0kYJZkvNN74Vx4wMXWNgujUCanmBANSsPUBPQ16uT4417YMtNKKw6LwYOopw1-GGD617-tCtLhigLctsVcqi2j5sRodgepyzvq4yLe5wjW44tqRnu0494KxXLtqsu4BrMnXb_4jFUBpygLhLjoJv5IOg"),
     ];
 
+    fn kat_verifies(
+        key: &RsaPublicKey,
+        kind: DigestKind,
+        pss: bool,
+        message: &[u8],
+        sig: &[u8],
+    ) -> bool {
+        if pss {
+            key.verify_pss(kind, message, sig)
+        } else {
+            key.verify_pkcs1v15(kind, message, sig)
+        }
+    }
+
     #[test]
     fn keys_and_key_errors_describe_themselves_for_the_log() {
         use crate::signature::self_test;
@@ -789,18 +803,9 @@ pub(crate) mod tests {
         assert_eq!((key.bits(), key.size), (2049, 257));
         for (kind, pss, sig) in KAT_2049 {
             let sig = b64(sig);
-            let verify = |message: &[u8]| {
-                if *pss {
-                    key.verify_pss(*kind, message, &sig)
-                } else {
-                    key.verify_pkcs1v15(*kind, message, &sig)
-                }
-            };
-            assert!(verify(KAT_MESSAGE), "{kind:?} pss={pss}");
-            assert!(
-                !verify(b"cognito-authorizer known answerS"),
-                "{kind:?} pss={pss}"
-            );
+            assert!(kat_verifies(&key, *kind, *pss, KAT_MESSAGE, &sig));
+            let other = b"cognito-authorizer known answerS";
+            assert!(!kat_verifies(&key, *kind, *pss, other, &sig));
         }
     }
 
@@ -848,13 +853,7 @@ pub(crate) mod tests {
         let key = RsaPublicKey::new(&b64(KAT_N), &[1, 0, 1]).unwrap();
         for (kind, pss, sig) in KAT {
             let sig = b64(sig);
-            let verify = |message: &[u8], kind: DigestKind, pss: bool| {
-                if pss {
-                    key.verify_pss(kind, message, &sig)
-                } else {
-                    key.verify_pkcs1v15(kind, message, &sig)
-                }
-            };
+            let verify = |message: &[u8], kind, pss| kat_verifies(&key, kind, pss, message, &sig);
             assert!(verify(KAT_MESSAGE, *kind, *pss), "{kind:?} pss={pss}");
             assert!(!verify(b"cognito-authorizer known answerS", *kind, *pss));
             assert!(!verify(KAT_MESSAGE, *kind, !pss));

@@ -87,12 +87,13 @@ def max_refetches(duration: float, min_refetch: float) -> int:
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
 
 
-class LdsFiles:
-    """The listener of `authorizer_bootstrap`, served by Envoy from `<dir>/lds.json`
-    (`dynamic_resources.lds_config.path_config_source` with `watched_directory`), on a
-    fixed port (a listener on port 0 could move to another port when it is replaced).
-    `write(filter_config)` replaces the file atomically (write, then rename in the
-    watched directory): Envoy reloads the listener."""
+class _WatchedFile:
+    """A file of xDS resources in a directory Envoy watches (`path_config_source` with
+    `watched_directory`), for the listener of `authorizer_bootstrap` on a fixed port (a
+    listener on port 0 could move to another port when it is replaced). Each publication
+    replaces the file atomically (write, then rename in the watched directory)."""
+
+    FILE = ""
 
     def __init__(
         self,
@@ -104,12 +105,27 @@ class LdsFiles:
     ):
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / "lds.json"
+        self.path = directory / self.FILE
         self.wasm_path = wasm_path
         self.upstream_port = upstream_port
         self.clusters = clusters
         self.port = port
         self.version = 0
+
+    def _publish(self, resource: dict) -> None:
+        self.version += 1
+        document = {"version_info": str(self.version), "resources": [resource]}
+        staging = self.directory / f".{self.FILE}.{self.version}.tmp"
+        staging.write_text(json.dumps(document, indent=2))
+        os.rename(staging, self.path)
+
+
+class LdsFiles(_WatchedFile):
+    """The listener of `authorizer_bootstrap`, served by Envoy from `<dir>/lds.json`
+    (`dynamic_resources.lds_config`): `write(filter_config)` replaces it, and Envoy
+    replaces the listener."""
+
+    FILE = "lds.json"
 
     def _full(self, filter_config: dict) -> dict:
         return authorizer_bootstrap(
@@ -131,14 +147,7 @@ class LdsFiles:
 
     def write_listener(self, listener: dict) -> None:
         """A listener as it is (one built by `listener()` and then changed)."""
-        self.version += 1
-        document = {
-            "version_info": str(self.version),
-            "resources": [{"@type": LISTENER_TYPE, **listener}],
-        }
-        staging = self.directory / f".lds.{self.version}.tmp"
-        staging.write_text(json.dumps(document, indent=2))
-        os.rename(staging, self.path)
+        self._publish({"@type": LISTENER_TYPE, **listener})
 
     def bootstrap(self, filter_config: dict) -> dict:
         """The bootstrap (clusters static, listener from the file); writes the first file."""
@@ -172,46 +181,24 @@ TYPED_EXTENSION_CONFIG = "type.googleapis.com/envoy.config.core.v3.TypedExtensio
 WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
 
 
-class EcdsFiles:
+class EcdsFiles(_WatchedFile):
     """The listener of `authorizer_bootstrap`, static, whose Wasm filter is delivered by
     extension config discovery (ECDS), as Istio delivers a WasmPlugin and Envoy Gateway an
     EnvoyExtensionPolicy: `<dir>/ecds.json` holds the filter (module and configuration), and
-    `write(filter_config)` replaces it atomically. Envoy swaps the filter in the listener it
-    keeps; the listener itself never changes."""
+    `write(filter_config)` replaces it. Envoy swaps the filter in the listener it keeps; the
+    listener itself never changes."""
 
     NAME = "cognito_authorizer"
 
-    def __init__(
-        self,
-        directory: Path,
-        wasm_path: str,
-        upstream_port: int,
-        clusters: dict[str, int],
-        port: int,
-    ):
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / "ecds.json"
-        self.wasm_path = wasm_path
-        self.upstream_port = upstream_port
-        self.clusters = clusters
-        self.port = port
-        self.version = 0
+    FILE = "ecds.json"
 
     def write(self, filter_config: dict | str) -> None:
         self.write_filter(wasm_filter(self.wasm_path, filter_config))
 
     def write_filter(self, http_filter: dict) -> None:
         """A filter as `wasm_filter` builds it (and then changed)."""
-        self.version += 1
-        document = {
-            "version_info": str(self.version),
-            "resources": [{"@type": TYPED_EXTENSION_CONFIG, "name": self.NAME,
-                           "typed_config": http_filter["typed_config"]}],
-        }  # fmt: skip
-        staging = self.directory / f".ecds.{self.version}.tmp"
-        staging.write_text(json.dumps(document, indent=2))
-        os.rename(staging, self.path)
+        self._publish({"@type": TYPED_EXTENSION_CONFIG, "name": self.NAME,
+                       "typed_config": http_filter["typed_config"]})  # fmt: skip
 
     def bootstrap(self, filter_config: dict | str) -> dict:
         """The bootstrap, its filter read from the file; writes the first file."""
