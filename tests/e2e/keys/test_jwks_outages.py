@@ -322,7 +322,14 @@ def malformed_refreshes(module_envoys, signing_key):
             {TEST_CLUSTER: server.port},
             name="malformed",
         )
-        wait_until(lambda: server.hits() >= len(pools), 10, "every pool's first fetch")
+        # Counted by the filter, not just received by the server: a fetch the server has
+        # seen may not be counted yet, and would then count after the snapshot.
+        wait_until(
+            lambda: all(envoy._filter_metrics().get(f"pool.{p['name']}.jwks_fetch_ok", 0) >= 1
+                        for p in pools),
+            10,
+            "every pool's first keys",
+        )  # fmt: skip
         before = envoy._filter_metrics()
         switched = time.monotonic()
         for variant, (status, body) in _bad_bodies(signing_key).items():
