@@ -58,7 +58,11 @@ fuzz_target!(|data: &[u8]| {
         })
         .collect();
     // Folded names (`_` read as `-`): what the filter strips from every request.
-    let identity: Vec<&str> = config.protected_headers.iter().map(String::as_str).collect();
+    let identity: Vec<&str> = config
+        .protected_headers
+        .iter()
+        .map(String::as_str)
+        .collect();
     for h in &identity {
         assert!(
             !source_headers.iter().any(|s| s == h),

@@ -157,7 +157,10 @@ fuzz_target!(|data: &[u8]| {
             let verifiable = t
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-            let path = lookup(&headers)(":path").into_iter().next().unwrap_or_default();
+            let path = lookup(&headers)(":path")
+                .into_iter()
+                .next()
+                .unwrap_or_default();
             let cookie = lookup(&headers)("cookie").join("; ");
             for v in upstream_query_values(&path, QUERY)
                 .into_iter()

@@ -77,7 +77,11 @@ fuzz_target!(|data: &[u8]| {
 
     let mut work = Work::default();
     let read = readings_counted(raw, &mut work);
-    assert!(work.bytes <= WORK_BOUND, "{raw:?}: {} bytes read", work.bytes);
+    assert!(
+        work.bytes <= WORK_BOUND,
+        "{raw:?}: {} bytes read",
+        work.bytes
+    );
     let all = match read {
         Ok(all) => all,
         Err(why) => {
@@ -90,10 +94,18 @@ fuzz_target!(|data: &[u8]| {
     let mut unique = all.clone();
     unique.sort();
     unique.dedup();
-    assert_eq!(unique.len(), all.len(), "{raw:?}: a reading is listed twice");
+    assert_eq!(
+        unique.len(),
+        all.len(),
+        "{raw:?}: a reading is listed twice"
+    );
     if !raw.contains(['?', '#']) {
         let with_query = readings(&format!("{raw}?x=/../admin%2F#/public"));
-        assert_eq!(with_query.as_ref(), Ok(&all), "{raw:?}: the query changed the readings");
+        assert_eq!(
+            with_query.as_ref(),
+            Ok(&all),
+            "{raw:?}: the query changed the readings"
+        );
     }
 
     let outcome = decide(method, raw, &headers);
