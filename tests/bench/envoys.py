@@ -143,6 +143,11 @@ CONFIGS = [
         "authorizer_revocations", "cognito-authorizer, 100,000 revocations", True, True,
         scenarios="ab",
     ),
+    # The ABI's own floors (tests/noop-filter in another mode): a filter that reads the request
+    # headers and continues, for the cache hits (a, b); one that also asks Envoy's
+    # verify_signature about a fixed RS256 signature, for fresh tokens (c).
+    BenchConfig("ceiling_headers", "header-read ceiling", False, False, scenarios="ab"),
+    BenchConfig("ceiling_verify", "verify ceiling", False, False, scenarios="c"),
     # The same filter with RSA done by jwt-simple inside the module instead of Envoy's
     # verify_signature: only where signatures are checked (a and b are cache hits, same code).
     BenchConfig(
@@ -152,10 +157,35 @@ CONFIGS = [
 BY_KEY = {c.key: c for c in CONFIGS}
 
 
-def envoy_config(cfg: BenchConfig, jwks: str, jwks_port: int, wasm: str, noop_wasm: str) -> dict:
+def verify_ceiling_configuration(jwks: str, token: str) -> str:
+    """The verify ceiling's configuration: `token`'s RS256 signature, its signing input and
+    the JWKS's key as SPKI DER, the arguments the authorizer gives verify_signature for it."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    def b64(text: str) -> bytes:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+    [jwk] = json.loads(jwks)["keys"]
+    numbers = rsa.RSAPublicNumbers(int.from_bytes(b64(jwk["e"]), "big"), int.from_bytes(b64(jwk["n"]), "big"))
+    spki = numbers.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    signing_input, signature = token.rsplit(".", 1)
+    return f"verify sha256 {spki.hex()} {b64(signature).hex()} {signing_input.encode().hex()}"
+
+
+def envoy_config(cfg: BenchConfig, jwks: str, jwks_port: int, wasm: str, noop_wasm: str,
+                 sample_token: str = "") -> dict:  # fmt: skip
+    """`sample_token`: a valid token, whose signature the verify ceiling checks."""
+    ceiling_verify = verify_ceiling_configuration(jwks, sample_token) if cfg.key == "ceiling_verify" else ""
     filters = {
         "noauth": [],
         "noop": [wasm_filter("noop_filter", noop_wasm, None)],
+        "ceiling_headers": [wasm_filter("noop_filter", noop_wasm, "read-headers")],
+        "ceiling_verify": [wasm_filter("noop_filter", noop_wasm, ceiling_verify)],
         "jwt": [jwt_authn_filter(jwks, cache=False)],
         "jwtcache": [jwt_authn_filter(jwks, cache=True)],
         "authorizer": [wasm_filter("cognito_authorizer", wasm, authorizer_configuration())],

@@ -1,24 +1,69 @@
-//! A proxy-wasm filter that does nothing: every request continues untouched.
+//! A proxy-wasm filter that does nothing but what its configuration names: the reference
+//! points of `make bench`. Never shipped.
 //!
-//! `make bench` runs it as the "no-op wasm" configuration. The difference between it and
-//! Envoy without any filter is what the Wasm runtime costs by itself; the difference between
-//! it and the authorizer is what the authorizer's own work costs.
+//! - no configuration (or any other text: the push tests change it only to make Envoy
+//!   replace the filter): every request continues untouched ("no-op wasm"). The difference
+//!   between it and Envoy without any filter is what the Wasm runtime costs by itself;
+//! - `read-headers`: reads the request headers (one host call, the whole map) and continues:
+//!   the floor of any filter that looks at a request (the "header-read ceiling");
+//! - `verify <hash> <hex SPKI DER> <hex signature> <hex text>`: reads the headers, then asks
+//!   Envoy's `verify_signature` foreign function about that fixed signature, as the
+//!   authorizer asks it about a fresh token's, and continues when it holds (500 otherwise):
+//!   the floor of a filter that must verify a signature with host crypto (the "verify
+//!   ceiling").
 
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
+use std::rc::Rc;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(NoopRoot) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { mode: Rc::new(Mode::Nothing) }) });
 }}
 
-struct NoopRoot;
+enum Mode {
+    Nothing,
+    ReadHeaders,
+    /// The protobuf `VerifySignatureArguments` to send on every request.
+    Verify(Vec<u8>),
+}
 
-impl Context for NoopRoot {}
+struct Root {
+    mode: Rc<Mode>,
+}
 
-impl RootContext for NoopRoot {
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let raw = self.get_plugin_configuration().unwrap_or_default();
+        let text = String::from_utf8_lossy(&raw);
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let mode = match words.as_slice() {
+            ["read-headers"] => Mode::ReadHeaders,
+            ["verify", hash, key, signature, message] => {
+                match (hex(key), hex(signature), hex(message)) {
+                    (Some(key), Some(signature), Some(message)) => {
+                        Mode::Verify(verify_arguments(hash, &key, &signature, &message))
+                    }
+                    _ => return false,
+                }
+            }
+            _ => Mode::Nothing,
+        };
+        self.mode = Rc::new(mode);
+        true
+    }
+
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(NoopHttp))
+        match self.mode.as_ref() {
+            // No allocation beyond the no-op filter's own: the reference stays what it was.
+            Mode::Nothing => Some(Box::new(Noop)),
+            _ => Some(Box::new(Http {
+                mode: Rc::clone(&self.mode),
+            })),
+        }
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -26,12 +71,73 @@ impl RootContext for NoopRoot {
     }
 }
 
-struct NoopHttp;
+struct Noop;
 
-impl Context for NoopHttp {}
+impl Context for Noop {}
 
-impl HttpContext for NoopHttp {
+impl HttpContext for Noop {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         Action::Continue
     }
+}
+
+struct Http {
+    mode: Rc<Mode>,
+}
+
+impl Context for Http {}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        match self.mode.as_ref() {
+            Mode::Nothing | Mode::ReadHeaders => {
+                std::hint::black_box(self.get_http_request_headers());
+            }
+            Mode::Verify(arguments) => {
+                std::hint::black_box(self.get_http_request_headers());
+                let answer = hostcalls::call_foreign_function(
+                    "verify_signature",
+                    Some(arguments.as_slice()),
+                );
+                // VerifySignatureResult { bool result = 1; ... }: true is 08 01.
+                let holds = matches!(answer, Ok(Some(bytes)) if bytes.starts_with(&[0x08, 0x01]));
+                if !holds {
+                    self.send_http_response(
+                        500,
+                        vec![],
+                        Some(b"verify ceiling: signature refused"),
+                    );
+                    return Action::Pause;
+                }
+            }
+        }
+        Action::Continue
+    }
+}
+
+fn hex(text: &str) -> Option<Vec<u8>> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+        })
+        .collect()
+}
+
+/// `VerifySignatureArguments { string hash_function = 1; bytes public_key = 2;
+/// bytes signature = 3; bytes text = 4; }` as protobuf bytes.
+fn verify_arguments(hash: &str, key: &[u8], signature: &[u8], text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (field, value) in [(1u8, hash.as_bytes()), (2, key), (3, signature), (4, text)] {
+        out.push((field << 3) | 2);
+        let mut len = value.len();
+        while len >= 0x80 {
+            out.push((len as u8) | 0x80);
+            len >>= 7;
+        }
+        out.push(len as u8);
+        out.extend_from_slice(value);
+    }
+    out
 }
