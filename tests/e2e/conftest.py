@@ -101,6 +101,18 @@ def fault_wasm_path() -> str:
     return os.path.abspath(path)
 
 
+@pytest.fixture(scope="session")
+def noop_wasm_path() -> str:
+    """The filter that does nothing (tests/noop-filter, `make build-noop`): the baseline of
+    tests that compare what a change costs with what it costs any Wasm filter."""
+    path = os.environ.get("NOOP_WASM") or str(
+        REPO / "target" / "noop-filter" / "wasm32-wasip1" / "release" / "noop_filter.wasm"
+    )
+    if not os.path.isfile(path):
+        pytest.fail(f"no no-op filter at {path} (set NOOP_WASM, or run `make build-noop`)")
+    return os.path.abspath(path)
+
+
 @pytest.fixture(scope="module")
 def wasm_path(request) -> str:
     """The filter every Envoy of a test module loads: the default build (RSA only), or the

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from support import tokens as tk  # noqa: E402
 from support.authorizer_config import TEST_CLUSTER, TEST_KID, self_minted_pool  # noqa: E402
-from support.envoy import Envoy, authorizer_bootstrap, shipped_bootstrap  # noqa: E402
+from support.envoy import Envoy, authorizer_bootstrap, http_filter, shipped_bootstrap  # noqa: E402
 from support.jwks_server import JwksServer  # noqa: E402
 from support.polling import wait_until  # noqa: E402
 from support.ratelimit_service import RateLimitService  # noqa: E402
@@ -237,12 +237,11 @@ def quota_scrapes(tmp_path_factory) -> list[str]:
             bootstrap = shipped_bootstrap(ROOT / "envoy" / name, wasm, [pool], {
                 "upstream": upstream.port, "cognito_jwks": jwks.port, **({"ratelimit": service.port}
                                                                         if "global" in name else {})})
-            limiter = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
-                "typed_config"]["http_filters"][1]["typed_config"]
-            if "descriptors" in limiter:
-                limiter["descriptors"][0]["token_bucket"].update(max_tokens=1, tokens_per_fill=1, fill_interval="3600s")
+            if "global" in name:
+                http_filter(bootstrap, "envoy.filters.http.ratelimit")["typed_config"]["timeout"] = "5s"
             else:
-                limiter["timeout"] = "5s"
+                quota = http_filter(bootstrap, "envoy.filters.http.local_ratelimit")["typed_config"]
+                quota["descriptors"][0]["token_bucket"].update(max_tokens=1, tokens_per_fill=1, fill_interval="3600s")
             envoy = Envoy(envoy_bin, bootstrap, tmp_path_factory.mktemp("envoy"), name.removesuffix(".yaml"))
             try:
                 envoy.wait_ready()
@@ -258,10 +257,15 @@ def quota_scrapes(tmp_path_factory) -> list[str]:
 
 
 def test_the_quota_metrics_queried_are_exported_by_envoy(quota_scrapes):
+    local, global_ = quota_scrapes
+    # Metric, the label the dashboard groups it by, and the scrape of the config that exports it.
+    expected = {
+        "envoy_http_local_rate_limit_rate_limited": ("envoy_local_http_ratelimit_prefix", local),
+        "envoy_cluster_ratelimit_over_limit": ("envoy_cluster_name", global_),
+    }
     used = {m for t in [*dashboard_exprs(), *rule_exprs(), *unit_test_series()] for m in QUOTA_METRIC.findall(t)}
-    assert used == {"envoy_http_local_rate_limit_rate_limited", "envoy_cluster_ratelimit_over_limit"}
-    for metric, scrape in zip(sorted(used, reverse=True), quota_scrapes):
-        assert re.search(rf"^{metric}\{{[^}}]*\}} 2$", scrape, re.M), f"{metric} not counted in the scrape"
-    labels = {"envoy_local_http_ratelimit_prefix": quota_scrapes[0], "envoy_cluster_name": quota_scrapes[1]}
-    for label, scrape in labels.items():
-        assert f'{label}="' in scrape and any(label in e for e in dashboard_exprs())
+    assert used == set(expected)
+    for metric, (label, scrape) in expected.items():
+        # The two 429s of the fixture, counted with the label the dashboard reads.
+        assert re.search(rf'^{metric}\{{[^}}]*\b{label}="[^"]+"[^}}]*\}} 2$', scrape, re.M), metric
+        assert any(metric in e and label in e for e in dashboard_exprs()), metric

@@ -16,6 +16,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
+import yaml
+
 from .client import Response, request
 from .polling import wait_until
 from .ports import LOOPBACK, accepts_connections
@@ -169,6 +171,22 @@ def authorizer_bootstrap(
     )
 
 
+def http_filter(config: dict, name: str) -> dict:
+    """The HTTP filter `name` of the first listener's connection manager, in a bootstrap or
+    in a listener."""
+    listener = config["static_resources"]["listeners"][0] if "static_resources" in config else config
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    [found] = [f for f in hcm["http_filters"] if f["name"] == name]
+    return found
+
+
+def on_port(bootstrap: dict, port: int) -> dict:
+    """`bootstrap` with its listener on a fixed port (one that must stay the same across a
+    restart or a replaced listener); returns it."""
+    bootstrap["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = port
+    return bootstrap
+
+
 def shipped_bootstrap(
     path: Path, wasm_path: str, user_pools: list[dict], clusters: dict[str, int]
 ) -> dict:
@@ -176,8 +194,6 @@ def shipped_bootstrap(
     listeners on any port, the Wasm filter loading `wasm_path` with the shipped configuration
     but these `user_pools`, and each cluster named in `clusters` at 127.0.0.1:<port>.
     Everything else (filters, their order, local replies) is the shipped file's."""
-    import yaml
-
     config = yaml.safe_load(path.read_text())
     config["admin"]["address"]["socket_address"].update(address=LOOPBACK, port_value=0)
     for listener in config["static_resources"]["listeners"]:
@@ -195,8 +211,11 @@ def shipped_bootstrap(
     shipped = {c["name"]: c for c in config["static_resources"]["clusters"]}
     for name, port in clusters.items():
         assert name in shipped, f"{path.name} has no cluster {name}"
-        kept = {k: v for k, v in shipped[name].items() if k in ("typed_extension_protocol_options",)}
-        shipped[name] = {**static_cluster(name, port), **kept}
+        # Its address is ours; its protocol (HTTP/2 for a gRPC service) stays the file's.
+        protocol = shipped[name].get("typed_extension_protocol_options")
+        shipped[name] = static_cluster(name, port)
+        if protocol is not None:
+            shipped[name]["typed_extension_protocol_options"] = protocol
     config["static_resources"]["clusters"] = list(shipped.values())
     return config
 
@@ -239,16 +258,17 @@ class Envoy:
             stale.unlink(missing_ok=True)
         self.admin_port = 0
         self.port = 0
+        if hot_restart is None:
+            # A base id unique per process even with hot restart off: other Envoys on the
+            # machine (a `make run` demo, the bench) may not disable it.
+            restart_args = ["--disable-hot-restart", "--base-id", str(random.randint(1000, 60000))]
+        else:
+            restart_args = ["--base-id", str(hot_restart[0]), "--restart-epoch", str(hot_restart[1])]
         argv = [
             envoy_bin,
             "-c", str(self.config_path),
             "--concurrency", str(concurrency),
-            *(("--disable-hot-restart",
-               # Unique per process even with hot restart off: other Envoys on the machine
-               # (a `make run` demo, the bench) may not disable it.
-               "--base-id", str(random.randint(1000, 60000)))
-              if hot_restart is None else
-              ("--base-id", str(hot_restart[0]), "--restart-epoch", str(hot_restart[1]))),
+            *restart_args,
             "--admin-address-path", str(self.admin_address_path),
             "--log-level", "info",
             "--component-log-level", "wasm:debug",
@@ -344,6 +364,13 @@ class Envoy:
             f"some worker never got a connection in {max_requests} requests: "
             f"{before} -> {self.worker_connections()}"
         )
+
+    def rss_bytes(self) -> int:
+        """The process's resident memory (VmRSS of /proc/<pid>/status)."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError(f"no VmRSS for Envoy {self.name}")
 
     def stats(self, only: str | None = None) -> dict[str, int]:
         """Every counter and gauge by name (`only`: those whose name matches this regex)."""

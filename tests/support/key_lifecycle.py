@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import tokens as tk
 from .authorizer_config import TEST_CLIENT, TEST_ISSUER
-from .envoy import Envoy, authorizer_bootstrap, wasm_filter
+from .envoy import Envoy, authorizer_bootstrap, on_port, wasm_filter
 from .jwks_server import Fetch, JwksServer
 from .polling import wait_until
 
@@ -85,6 +85,8 @@ def max_refetches(duration: float, min_refetch: float) -> int:
 # --- Envoy whose listener comes from a watched file (LDS) ------------------------------
 
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
+# Envoy needs a node identity to subscribe to xDS, from files too.
+NODE = {"id": "cognito-authorizer-e2e", "cluster": "e2e"}
 
 
 class _WatchedFile:
@@ -112,6 +114,15 @@ class _WatchedFile:
         self.port = port
         self.version = 0
 
+    def _config_source(self) -> dict:
+        return {
+            "resource_api_version": "V3",
+            "path_config_source": {
+                "path": str(self.path),
+                "watched_directory": {"path": str(self.directory)},
+            },
+        }
+
     def _publish(self, resource: dict) -> None:
         self.version += 1
         document = {"version_info": str(self.version), "resources": [resource]}
@@ -127,19 +138,20 @@ class LdsFiles(_WatchedFile):
 
     FILE = "lds.json"
 
-    def _full(self, filter_config: dict) -> dict:
-        return authorizer_bootstrap(
-            self.wasm_path, filter_config, self.upstream_port, self.clusters
+    def _full(self, filter_config: dict, wasm_path: str | None = None) -> dict:
+        full = authorizer_bootstrap(
+            wasm_path or self.wasm_path, filter_config, self.upstream_port, self.clusters
         )
+        return on_port(full, self.port)
 
-    def listener(self, filter_config: dict) -> dict:
-        listener = self._full(filter_config)["static_resources"]["listeners"][0]
-        listener["address"]["socket_address"]["port_value"] = self.port
-        return listener
+    def listener(self, filter_config: dict, wasm_path: str | None = None) -> dict:
+        return self._full(filter_config, wasm_path)["static_resources"]["listeners"][0]
 
-    def write(self, filter_config: dict, routes: list[dict] | None = None) -> None:
-        """The listener with this filter configuration (and these routes, when given)."""
-        listener = self.listener(filter_config)
+    def write(self, filter_config: dict, routes: list[dict] | None = None,
+              wasm_path: str | None = None) -> None:  # fmt: skip
+        """The listener with this filter configuration (and these routes, and another
+        module, when given)."""
+        listener = self.listener(filter_config, wasm_path)
         if routes is not None:
             hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
             hcm["route_config"]["virtual_hosts"][0]["routes"] = routes
@@ -154,16 +166,8 @@ class LdsFiles(_WatchedFile):
         self.write(filter_config)
         full = self._full(filter_config)
         del full["static_resources"]["listeners"]
-        full["node"] = {"id": "cognito-authorizer-e2e", "cluster": "e2e"}
-        full["dynamic_resources"] = {
-            "lds_config": {
-                "resource_api_version": "V3",
-                "path_config_source": {
-                    "path": str(self.path),
-                    "watched_directory": {"path": str(self.directory)},
-                },
-            }
-        }
+        full["node"] = NODE
+        full["dynamic_resources"] = {"lds_config": self._config_source()}
         return full
 
 
@@ -192,8 +196,9 @@ class EcdsFiles(_WatchedFile):
 
     FILE = "ecds.json"
 
-    def write(self, filter_config: dict | str) -> None:
-        self.write_filter(wasm_filter(self.wasm_path, filter_config))
+    def write(self, filter_config: dict | str, wasm_path: str | None = None) -> None:
+        """The filter with this configuration (and another module, when given)."""
+        self.write_filter(wasm_filter(wasm_path or self.wasm_path, filter_config))
 
     def write_filter(self, http_filter: dict) -> None:
         """A filter as `wasm_filter` builds it (and then changed)."""
@@ -203,24 +208,16 @@ class EcdsFiles(_WatchedFile):
     def bootstrap(self, filter_config: dict | str) -> dict:
         """The bootstrap, its filter read from the file; writes the first file."""
         self.write(filter_config)
-        full = authorizer_bootstrap(self.wasm_path, filter_config, self.upstream_port, self.clusters)
-        listener = full["static_resources"]["listeners"][0]
-        listener["address"]["socket_address"]["port_value"] = self.port
-        hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-        hcm["http_filters"][0] = {
+        full = on_port(
+            authorizer_bootstrap(self.wasm_path, filter_config, self.upstream_port, self.clusters),
+            self.port,
+        )
+        hcm = full["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        hcm["typed_config"]["http_filters"][0] = {
             "name": self.NAME,
-            "config_discovery": {
-                "config_source": {
-                    "resource_api_version": "V3",
-                    "path_config_source": {
-                        "path": str(self.path),
-                        "watched_directory": {"path": str(self.directory)},
-                    },
-                },
-                "type_urls": [WASM_TYPE],
-            },
+            "config_discovery": {"config_source": self._config_source(), "type_urls": [WASM_TYPE]},
         }
-        full["node"] = {"id": "cognito-authorizer-e2e", "cluster": "e2e"}
+        full["node"] = NODE
         return full
 
     def counts(self, envoy: Envoy) -> tuple[int, int, bool]:

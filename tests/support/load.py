@@ -74,10 +74,6 @@ class Load:
         for thread in self._threads:
             thread.join(self.timeout + 5)
 
-    def count(self) -> int:
-        with self._lock:
-            return len(self.exchanges)
-
     def _run(self) -> None:
         while not self._stop.is_set():
             with self._lock:

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from support import tokens as tk
-from support.authorizer_config import TEST_ISSUER, TEST_POOL, jwks_uri, self_minted_pool
-from support.envoy import shipped_bootstrap
+from support.authorizer_config import TEST_ISSUER, self_minted_pool
+from support.envoy import http_filter, shipped_bootstrap
 from support.ratelimit_service import Descriptor, RateLimitService
 from support.cookbook import ENVOY_CONFIG_RECIPES, RECIPES
 from support.scenarios import bearer
@@ -31,8 +31,7 @@ TOO_MANY = b'{"message":"Too Many Requests"}'
 
 def pool() -> dict:
     """The self-minted pool under the shipped configs' pool name, cluster `cognito_jwks`."""
-    return self_minted_pool(name="demo", jwks_cluster="cognito_jwks", jwks_uri=jwks_uri(TEST_POOL),
-                            client_ids=list(CLIENTS.values()))  # fmt: skip
+    return self_minted_pool(name="demo", jwks_cluster="cognito_jwks", client_ids=list(CLIENTS.values()))
 
 
 def access_token(signing_key, client: str, groups: list[str] | None = None) -> dict:
@@ -52,9 +51,7 @@ QUOTA = 3  # the tests' bucket per client (the shipped file says 100 a minute)
 def quota_envoy(bootstrap_envoys, wasm_path, upstream, jwks):
     config = shipped_bootstrap(ENVOY_DIR / "client-quotas.yaml", wasm_path, [pool()],
                                {"upstream": upstream.port, "cognito_jwks": jwks.port})  # fmt: skip
-    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-    quota = hcm["typed_config"]["http_filters"][1]
-    assert quota["name"] == "envoy.filters.http.local_ratelimit"
+    quota = http_filter(config, "envoy.filters.http.local_ratelimit")
     bucket = quota["typed_config"]["descriptors"][0]["token_bucket"]
     bucket.update(max_tokens=QUOTA, tokens_per_fill=QUOTA, fill_interval="3600s")
     return bootstrap_envoys(config, name="client-quotas")
@@ -135,9 +132,7 @@ def global_envoy(bootstrap_envoys, wasm_path, upstream, jwks, ratelimit_service)
         {"upstream": upstream.port, "cognito_jwks": jwks.port,
          "ratelimit": ratelimit_service.port},
     )  # fmt: skip
-    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-    limiter = hcm["typed_config"]["http_filters"][1]
-    assert limiter["name"] == "envoy.filters.http.ratelimit"
+    limiter = http_filter(config, "envoy.filters.http.ratelimit")
     # The Python stand-in answers slower than envoyproxy/ratelimit, and a timeout would let
     # the request through (failure_mode_deny: false): give it time.
     limiter["typed_config"]["timeout"] = "5s"
@@ -265,8 +260,7 @@ def test_the_readme_recipe_shows_parts_of_the_shipped_config(title):
     for block in blocks:
         if isinstance(block, dict) and "domain" in block:
             # The rate limit service's own config: the filter's domain and descriptor key.
-            limiter = next(p for p in parts if isinstance(p, dict)
-                           and p.get("name") == "envoy.filters.http.ratelimit")  # fmt: skip
+            limiter = http_filter(shipped, "envoy.filters.http.ratelimit")
             assert block["domain"] == limiter["typed_config"]["domain"]
             keys = {p["descriptor_key"] for p in parts if isinstance(p, dict) and "descriptor_key" in p}
             assert {d["key"] for d in block["descriptors"]} == keys
@@ -278,10 +272,8 @@ def test_the_readme_recipe_shows_parts_of_the_shipped_config(title):
         else:
             found = any(isinstance(p, dict) and block.items() <= p.items() for p in parts)
         assert found, f"{title}: not in {ENVOY_CONFIG_RECIPES[title]}: {block}"
-    claims = [content for lang, content in RECIPES[title].blocks if lang == "json"]
-    for text in claims:
-        filter_config = next(
-            p for p in parts if isinstance(p, dict) and p.get("name") == "envoy.filters.http.wasm"
-        )["typed_config"]["config"]["configuration"]["value"]
-        for claim, header in json.loads(text)["claims_to_headers"].items():
-            assert json.loads(filter_config)["claims_to_headers"][claim] == header
+    wasm = http_filter(shipped, "envoy.filters.http.wasm")["typed_config"]["config"]
+    claims_to_headers = json.loads(wasm["configuration"]["value"])["claims_to_headers"]
+    for lang, text in RECIPES[title].blocks:
+        if lang == "json":
+            assert json.loads(text)["claims_to_headers"].items() <= claims_to_headers.items()

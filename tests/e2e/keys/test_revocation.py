@@ -411,13 +411,6 @@ def test_source_down_past_the_stale_bound_applies_on_unavailable(
 # --- 100,000 entries inside Envoy -------------------------------------------------------------
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def test_100000_entries_load_within_the_documented_bounds(
     start_envoy, jwks, signing_key, documents, upstream
 ):
@@ -429,9 +422,8 @@ def test_100000_entries_load_within_the_documented_bounds(
     for t in (token, kept):
         upstream.clear()
         assert_allowed(envoy.request("/r", bearer(t)), upstream)
-    pid = envoy.process.pid
     time.sleep(2.5)  # the empty document refreshed once: steady state
-    rss_before = rss_kib(pid)
+    rss_before = envoy.rss_bytes() // 1024
     until = int(time.time()) + 3600
     revoked = {str(uuid.uuid4()): until for _ in range(49_999)}
     revoked[listed] = until
@@ -442,7 +434,7 @@ def test_100000_entries_load_within_the_documented_bounds(
     took = installed_everywhere(envoy, 50_000, 50_000, served_at)
     on_every_worker(envoy, upstream, token, assert_revoked)
     time.sleep(2.5)  # every VM has parsed it, and it was refetched once (unchanged)
-    rss_after = rss_kib(pid)
+    rss_after = envoy.rss_bytes() // 1024
     reads = [
         int(line.split("read in ")[1].split(" ms")[0])
         for line in envoy.log_text().splitlines()

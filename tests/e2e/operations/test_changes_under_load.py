@@ -17,12 +17,9 @@ update, the old configuration keeps serving); a hot restart drops and refuses no
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import random
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -37,7 +34,7 @@ from support.authorizer_config import (
     self_minted_pool,
 )
 from support.bad_configs import BAD_CONFIGS, has_line_naming
-from support.envoy import Envoy, authorizer_bootstrap
+from support.envoy import Envoy, authorizer_bootstrap, on_port
 from support.jwks_server import JwksServer
 from support.key_lifecycle import EcdsFiles, LdsFiles
 from support.load import Exchange, Load, Probe
@@ -177,14 +174,7 @@ def push(envoy: Envoy, files: Files, config, *, wasm_path: str | None = None,
     it in force (or, with `rejected`, until Envoy has rejected it)."""
     applied_before, rejected_before, _ = files.counts(envoy)
     written = time.monotonic()
-    if wasm_path is not None:
-        files.wasm_path, old_path = wasm_path, files.wasm_path
-        try:
-            files.write(config)
-        finally:
-            files.wasm_path = old_path
-    else:
-        files.write(config)
+    files.write(config, wasm_path=wasm_path)
 
     def done():
         applied, refused, warming = files.counts(envoy)
@@ -204,13 +194,6 @@ def drained(envoy: Envoy) -> None:
         DRAIN_SECONDS + 15,
         "the old listeners to drain",
     )
-
-
-def rss(envoy: Envoy) -> int:
-    for line in Path(f"/proc/{envoy.process.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 def in_force(exchange: Exchange, pushes: list[Push]) -> list[int]:
@@ -265,15 +248,6 @@ def delivered(bootstrap_envoys, upstream, jwks, revocation_docs, tmp_path):
     return start
 
 
-@pytest.fixture
-def noop_wasm_path() -> str:
-    """The filter that does nothing (tests/noop-filter; `make build-noop`)."""
-    path = os.environ.get("NOOP_WASM", "")
-    if not os.path.isfile(path):
-        pytest.fail(f"no no-op filter at {path!r} (set NOOP_WASM, or run `make build-noop`)")
-    return os.path.abspath(path)
-
-
 def probes(signing_key) -> tuple[list[Probe], str]:
     """The requests of the load (each kind of token, and none, on /admin/x and /data), and
     the `jti` of the token the revocation document lists."""
@@ -326,10 +300,10 @@ def test_fifty_pushes_under_load_answer_as_the_old_or_the_new_configuration(
             time.sleep(DWELL)
             if i == 1:
                 drained(envoy)
-                rss_first = rss(envoy)
-    rss_undrained = rss(envoy)  # the old listeners of the last second not yet released
+                rss_first = envoy.rss_bytes()
+    rss_undrained = envoy.rss_bytes()  # the old listeners of the last second not yet released
     drained(envoy)
-    rss_last = rss(envoy)
+    rss_last = envoy.rss_bytes()
 
     # Every answer is one that a configuration in force while it was in flight gives.
     wrong, only_new = [], [0] * len(plan)
@@ -437,10 +411,11 @@ def test_hot_restart_under_load_authorises_as_before_and_drops_nothing(
     process drains and exits, its in-flight requests answered."""
     load_probes, _ = probes(signing_key)
     config = Variant()
-    bootstrap = authorizer_bootstrap(wasm_path, config.config(), upstream.port,
-                                     {TEST_CLUSTER: jwks.port})  # fmt: skip
     port = free_port()
-    bootstrap["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = port
+    bootstrap = on_port(
+        authorizer_bootstrap(wasm_path, config.config(), upstream.port, {TEST_CLUSTER: jwks.port}),
+        port,
+    )
     base_id = random.randint(1000, 60000)
     drain = ("--drain-time-s", "2", "--parent-shutdown-time-s", "4")
     parent = bootstrap_envoys(bootstrap, name="epoch0", extra_args=drain,

@@ -23,8 +23,8 @@ import socket
 import pytest
 
 from support.authorizer_config import TEST_CLUSTER, self_minted_only_config
-from support.envoy import authorizer_bootstrap
-from support.key_lifecycle import LdsFiles, listener_reloads
+from support.envoy import authorizer_bootstrap, http_filter, on_port
+from support.key_lifecycle import LdsFiles
 from support.polling import wait_until
 from support.ports import LOOPBACK, free_port
 
@@ -33,10 +33,9 @@ EXIT_TIMEOUT = 60.0
 FAIL_VM_START = "fault: fail on_vm_start"
 
 
-def _wasm_config(bootstrap: dict) -> dict:
-    listener = bootstrap["static_resources"]["listeners"][0]
-    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-    return hcm["http_filters"][0]["typed_config"]["config"]
+def _wasm_config(config: dict) -> dict:
+    """The Wasm filter's `config` in a bootstrap or a listener."""
+    return http_filter(config, "envoy.filters.http.wasm")["typed_config"]["config"]
 
 
 def _failing_vm(config: dict) -> None:
@@ -71,11 +70,11 @@ def test_a_module_that_cannot_start_stops_envoy_whatever_the_failure_policy(
     bootstrap_envoys, modules, upstream, jwks, case, policy
 ):
     module, log_line = modules[case]
-    bootstrap = authorizer_bootstrap(
-        module, self_minted_only_config(), upstream.port, {TEST_CLUSTER: jwks.port}
-    )
     port = free_port()
-    bootstrap["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = port
+    bootstrap = on_port(
+        authorizer_bootstrap(module, self_minted_only_config(), upstream.port, {TEST_CLUSTER: jwks.port}),
+        port,
+    )
     config = _wasm_config(bootstrap)
     config["failure_policy"] = policy
     if case == "on-vm-start-fails":
@@ -99,21 +98,15 @@ def test_a_pushed_module_whose_vm_cannot_start_is_rejected_and_the_old_one_serve
                      free_port())  # fmt: skip
     envoy = bootstrap_envoys(files.bootstrap(self_minted_only_config()), name="vm-start-push")
     wait_until(lambda: envoy.request("/x").status == 401, 10, "the filter to answer")
-    before = listener_reloads(envoy)
+    applied, rejected, _ = files.counts(envoy)
 
-    listener = files.listener(self_minted_only_config())
-    wasm = listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]
-    wasm["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = fault_wasm_path
-    _failing_vm(wasm["typed_config"]["config"])
+    listener = files.listener(self_minted_only_config(), wasm_path=fault_wasm_path)
+    _failing_vm(_wasm_config(listener))
     files.write_listener(listener)
 
-    wait_until(
-        lambda: listener_reloads(envoy)["lds.update_rejected"] > before["lds.update_rejected"],
-        EXIT_TIMEOUT,
-        "Envoy to reject the listener",
-    )
+    wait_until(lambda: files.counts(envoy)[1] > rejected, EXIT_TIMEOUT, "Envoy to reject the listener")
     assert "fault injection: on_vm_start fails" in envoy.log_text()
     assert envoy.process.exit_code() is None
     resp = envoy.request("/x")
     assert resp.status == 401, resp.describe()  # the old filter's answer
-    assert listener_reloads(envoy)["lds.update_success"] == before["lds.update_success"]
+    assert files.counts(envoy)[0] == applied

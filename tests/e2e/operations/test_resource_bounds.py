@@ -37,14 +37,6 @@ VALID, FORGED, MALFORMED = 2000, 2000, 500
 MAX_GROWTH = 64 * 1024 * 1024
 
 
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
-
-
 def _mib(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
@@ -113,7 +105,6 @@ def test_rss_stays_bounded_under_a_flood_of_distinct_tokens(
     flood_envoy, flood_tokens, fast_upstream, signing_key, capsys
 ):
     envoy = flood_envoy
-    pid = envoy.process.pid
     client = KeepAliveClient()
     # Warm-up: every VM compiled, keys loaded, connections open, allocator settled.
     client.map(
@@ -121,7 +112,7 @@ def test_rss_stays_bounded_under_a_flood_of_distinct_tokens(
         flood_tokens[:400],
         THREADS,
     )
-    before = rss_bytes(pid)
+    before = envoy.rss_bytes()
     counters_before = envoy.counters()
     upstream_before = fast_upstream.count
     deadline = time.monotonic() + FLOOD_SECONDS
@@ -148,7 +139,7 @@ def test_rss_stays_bounded_under_a_flood_of_distinct_tokens(
 
     def sampler():
         while not sampler_stop.wait(1.0):
-            samples.append(rss_bytes(pid))
+            samples.append(envoy.rss_bytes())
 
     sampling = threading.Thread(target=sampler, daemon=True)
     sampling.start()
@@ -160,7 +151,7 @@ def test_rss_stays_bounded_under_a_flood_of_distinct_tokens(
         sampling.join(timeout=5)
         client.close()
     elapsed = time.monotonic() - started
-    after = rss_bytes(pid)
+    after = envoy.rss_bytes()
     counters = {k: v - counters_before.get(k, 0) for k, v in envoy.counters().items()}
 
     with capsys.disabled():
