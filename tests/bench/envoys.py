@@ -157,35 +157,14 @@ CONFIGS = [
 BY_KEY = {c.key: c for c in CONFIGS}
 
 
-def verify_ceiling_configuration(jwks: str, token: str) -> str:
-    """The verify ceiling's configuration: `token`'s RS256 signature, its signing input and
-    the JWKS's key as SPKI DER, the arguments the authorizer gives verify_signature for it."""
-    import base64
-
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    def b64(text: str) -> bytes:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-    [jwk] = json.loads(jwks)["keys"]
-    numbers = rsa.RSAPublicNumbers(int.from_bytes(b64(jwk["e"]), "big"), int.from_bytes(b64(jwk["n"]), "big"))
-    spki = numbers.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    signing_input, signature = token.rsplit(".", 1)
-    return f"verify sha256 {spki.hex()} {b64(signature).hex()} {signing_input.encode().hex()}"
-
-
 def envoy_config(cfg: BenchConfig, jwks: str, jwks_port: int, wasm: str, noop_wasm: str,
-                 sample_token: str = "") -> dict:  # fmt: skip
-    """`sample_token`: a valid token, whose signature the verify ceiling checks."""
-    ceiling_verify = verify_ceiling_configuration(jwks, sample_token) if cfg.key == "ceiling_verify" else ""
+                 verify_ceiling: str = "") -> dict:  # fmt: skip
+    """`verify_ceiling`: the verify ceiling's configuration (`TokenSet.verify_ceiling`)."""
     filters = {
         "noauth": [],
         "noop": [wasm_filter("noop_filter", noop_wasm, None)],
         "ceiling_headers": [wasm_filter("noop_filter", noop_wasm, "read-headers")],
-        "ceiling_verify": [wasm_filter("noop_filter", noop_wasm, ceiling_verify)],
+        "ceiling_verify": [wasm_filter("noop_filter", noop_wasm, verify_ceiling)],
         "jwt": [jwt_authn_filter(jwks, cache=False)],
         "jwtcache": [jwt_authn_filter(jwks, cache=True)],
         "authorizer": [wasm_filter("cognito_authorizer", wasm, authorizer_configuration())],

@@ -491,7 +491,7 @@ def main() -> int:
     config_paths = {}
     for c in configs:
         p = work / f"envoy-{c.key}.json"
-        p.write_text(json.dumps(ev.envoy_config(c, tokens.jwks, jwks.port, WASM, NOOP_WASM, valid), indent=2))
+        p.write_text(json.dumps(ev.envoy_config(c, tokens.jwks, jwks.port, WASM, NOOP_WASM, tokens.verify_ceiling()), indent=2))
         config_paths[c.key] = p
 
     results: dict = {

@@ -174,6 +174,16 @@ class TokenSet:
         self.log(f"minted {count} {name} token(s) in {time.monotonic() - started:.1f} s")
         return path
 
+    def verify_ceiling(self) -> str:
+        """The verify ceiling's configuration (tests/noop-filter): one valid token's RS256
+        signature, its signing input and the key as SPKI DER, the arguments the authorizer
+        gives Envoy's verify_signature for that token."""
+        spki = self.key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        signing_input, signature = self.sample_valid().rsplit(".", 1)
+        return f"verify sha256 {spki.hex()} {b64url_decode(signature).hex()} {signing_input.encode().hex()}"
+
     def sample_valid(self) -> str:
         return self.lines(self.one)[0]
 

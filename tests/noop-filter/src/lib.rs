@@ -4,8 +4,9 @@
 //! - no configuration (or any other text: the push tests change it only to make Envoy
 //!   replace the filter): every request continues untouched ("no-op wasm"). The difference
 //!   between it and Envoy without any filter is what the Wasm runtime costs by itself;
-//! - `read-headers`: reads the request headers (one host call, the whole map) and continues:
-//!   the floor of any filter that looks at a request (the "header-read ceiling");
+//! - `read-headers`: reads the request headers in one host call, the one the authorizer
+//!   makes (`get_map_bytes`: the whole map, serialised), and continues: the floor of any
+//!   filter that looks at a request (the "header-read ceiling");
 //! - `verify <hash> <hex SPKI DER> <hex signature> <hex text>`: reads the headers, then asks
 //!   Envoy's `verify_signature` foreign function about that fixed signature, as the
 //!   authorizer asks it about a fresh token's, and continues when it holds (500 otherwise):
@@ -14,23 +15,18 @@
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
 use std::rc::Rc;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { mode: Rc::new(Mode::Nothing) }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { reader: None }) });
 }}
 
-enum Mode {
-    Nothing,
-    ReadHeaders,
-    /// The protobuf `VerifySignatureArguments` to send on every request.
-    Verify(Vec<u8>),
-}
-
 struct Root {
-    mode: Rc<Mode>,
+    /// `None`: the no-op filter. Otherwise the header-reading filter, with the protobuf
+    /// `VerifySignatureArguments` it sends on every request when it also verifies.
+    reader: Option<Rc<Option<Vec<u8>>>>,
 }
 
 impl Context for Root {}
@@ -40,28 +36,29 @@ impl RootContext for Root {
         let raw = self.get_plugin_configuration().unwrap_or_default();
         let text = String::from_utf8_lossy(&raw);
         let words: Vec<&str> = text.split_whitespace().collect();
-        let mode = match words.as_slice() {
-            ["read-headers"] => Mode::ReadHeaders,
+        self.reader = match words.as_slice() {
+            ["read-headers"] => Some(Rc::new(None)),
             ["verify", hash, key, signature, message] => {
-                match (hex(key), hex(signature), hex(message)) {
-                    (Some(key), Some(signature), Some(message)) => {
-                        Mode::Verify(verify_arguments(hash, &key, &signature, &message))
-                    }
-                    _ => return false,
-                }
+                let (Some(key), Some(signature), Some(message)) =
+                    (hex(key), hex(signature), hex(message))
+                else {
+                    return false;
+                };
+                Some(Rc::new(Some(verify_arguments(
+                    hash, &key, &signature, &message,
+                ))))
             }
-            _ => Mode::Nothing,
+            _ => None,
         };
-        self.mode = Rc::new(mode);
         true
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        match self.mode.as_ref() {
+        match &self.reader {
             // No allocation beyond the no-op filter's own: the reference stays what it was.
-            Mode::Nothing => Some(Box::new(Noop)),
-            _ => Some(Box::new(Http {
-                mode: Rc::clone(&self.mode),
+            None => Some(Box::new(Noop)),
+            Some(verify) => Some(Box::new(Reader {
+                verify: Rc::clone(verify),
             })),
         }
     }
@@ -81,34 +78,21 @@ impl HttpContext for Noop {
     }
 }
 
-struct Http {
-    mode: Rc<Mode>,
+struct Reader {
+    verify: Rc<Option<Vec<u8>>>,
 }
 
-impl Context for Http {}
+impl Context for Reader {}
 
-impl HttpContext for Http {
+impl HttpContext for Reader {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        match self.mode.as_ref() {
-            Mode::Nothing | Mode::ReadHeaders => {
-                std::hint::black_box(self.get_http_request_headers());
-            }
-            Mode::Verify(arguments) => {
-                std::hint::black_box(self.get_http_request_headers());
-                let answer = hostcalls::call_foreign_function(
-                    "verify_signature",
-                    Some(arguments.as_slice()),
-                );
-                // VerifySignatureResult { bool result = 1; ... }: true is 08 01.
-                let holds = matches!(answer, Ok(Some(bytes)) if bytes.starts_with(&[0x08, 0x01]));
-                if !holds {
-                    self.send_http_response(
-                        500,
-                        vec![],
-                        Some(b"verify ceiling: signature refused"),
-                    );
-                    return Action::Pause;
-                }
+        std::hint::black_box(hostcalls::get_map_bytes(MapType::HttpRequestHeaders).ok());
+        if let Some(arguments) = self.verify.as_ref() {
+            let answer = hostcalls::call_foreign_function("verify_signature", Some(arguments));
+            // VerifySignatureResult { bool result = 1; ... }: true is 08 01.
+            if !matches!(answer, Ok(Some(bytes)) if bytes.starts_with(&[0x08, 0x01])) {
+                self.send_http_response(500, vec![], Some(b"verify ceiling: signature refused"));
+                return Action::Pause;
             }
         }
         Action::Continue
