@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer};
 use crate::cognito::{jwks_uri_for_issuer, JwksLocation, PoolId, TokenUse};
 use crate::decision::DECISION_HEADER;
 use crate::error::ConfigError;
+use crate::json_path;
 use crate::request::folded_header_name;
 use crate::request::header_name;
 use crate::revocation::{RevocationSource, WireRevocationSource};
@@ -311,23 +312,7 @@ pub type Warnings = Vec<String>;
 impl Config {
     /// Parses and validates the plugin configuration (README "Configuration reference").
     pub fn parse(json: &[u8]) -> Result<(Config, Warnings), ConfigError> {
-        let deserializer = &mut serde_json::Deserializer::from_slice(json);
-        let wire: WireConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let mut path = e.path().to_string();
-            let problem = e.into_inner().to_string();
-            // serde names the object for a missing key; the key itself is more useful.
-            if let Some(key) = problem
-                .strip_prefix("missing field `")
-                .and_then(|rest| rest.split('`').next())
-            {
-                path = if path == "." {
-                    key.to_string()
-                } else {
-                    format!("{path}.{key}")
-                };
-            }
-            ConfigError::new(path, problem)
-        })?;
+        let wire: WireConfig = json_path::from_slice(json, "")?;
         Config::validate(wire)
     }
 
@@ -1029,5 +1014,161 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.path.starts_with("user_pools[0].revocations"), "{e}");
+    }
+
+    // --- the JSON path of a serde error, against a tracking deserializer ---------------------
+
+    /// The path serde_path_to_error names for the same error, adjusted as `json_path` does
+    /// for a missing key (the key after its object's path).
+    fn tracked_path(json: &[u8]) -> Option<String> {
+        let deserializer = &mut serde_json::Deserializer::from_slice(json);
+        let e = match serde_path_to_error::deserialize::<_, WireConfig>(deserializer) {
+            Ok(_) => return None,
+            Err(e) => e,
+        };
+        let path = e.path().to_string();
+        let problem = e.into_inner().to_string();
+        Some(
+            match problem
+                .strip_prefix("missing field `")
+                .and_then(|r| r.split('`').next())
+            {
+                Some(key) if path == "." => key.to_string(),
+                Some(key) => format!("{path}.{key}"),
+                None => path,
+            },
+        )
+    }
+
+    /// Every value of a full configuration replaced by each JSON type, every object given
+    /// an unknown key and stripped of each key in turn, compact and pretty-printed: the path
+    /// `json_path` finds by scanning is the one a deserializer tracking its path names.
+    #[test]
+    fn configuration_errors_name_the_path_a_tracking_deserializer_names() {
+        let full: serde_json::Value = serde_json::from_str(
+            r#"{"user_pools":[{"name":"a","user_pool_id":"us-east-1_X","client_ids":["c1","c2"],
+                "token_use":["id","access"],"jwks_cluster":"c","issuer":null,"jwks_uri":null,
+                "revocations":{"cluster":"r","uri":"http://r/x.json","refresh_seconds":5,
+                "max_stale_seconds":60,"on_unavailable":"deny","max_bytes":1000,"timeout_ms":100}},
+               {"user_pool_id":"eu-west-1_Y","jwks_cluster":"d","token_use":null}],
+              "token_sources":[{"header":"authorization","prefix":"Bearer "},{"query":"t"},{"cookie":"c"}],
+              "forward_token":false,
+              "rules":[{"match":{"prefix":"/a","methods":["GET"],"headers":{"x-h":"v"}},
+                        "require":{"scopes":["s"],"scopes_all":["t"],"groups":["g"],"groups_all":["h"],
+                                   "claims":{"k":["v1","v2"]},"token_use":"access"}},
+                       {"match":{"exact":"/health"},"allow":true},
+                       {"match":{"path_template":"/u/*/x"},"require":{}}],
+              "claims_to_headers":{"sub":"x-sub","email":"x-email"},"payload_header":"x-payload",
+              "realm":"api","mode":"report","cors_preflight":"allow","cors_allow_origins":["https://o"],
+              "clock_skew_seconds":30,"max_token_bytes":8192,"jwks_timeout_ms":500,
+              "jwks_refresh_seconds":600,"jwks_min_refetch_seconds":30,"jwks_max_stale_seconds":3600,
+              "max_jwks_bytes":65536,"token_cache_size":100,"signature_backend":"wasm",
+              "filter_state":["sub","decision"]}"#,
+        )
+        .unwrap();
+        let replacements: Vec<serde_json::Value> = [
+            r#""x""#,
+            "1",
+            "-1",
+            "1.5",
+            "true",
+            "null",
+            "[]",
+            "{}",
+            r#"["x"]"#,
+            r#"[1]"#,
+            r#"{"zz":1}"#,
+            r#""""#,
+            "18446744073709551616",
+        ]
+        .iter()
+        .map(|r| serde_json::from_str(r).unwrap())
+        .collect();
+        let mut variants = Vec::new();
+        fn walk(
+            v: &serde_json::Value,
+            at: &mut Vec<serde_json::Value>,
+            out: &mut Vec<Vec<serde_json::Value>>,
+        ) {
+            out.push(at.clone());
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, child) in m {
+                        at.push(k.clone().into());
+                        walk(child, at, out);
+                        at.pop();
+                    }
+                }
+                serde_json::Value::Array(items) => {
+                    for (i, child) in items.iter().enumerate() {
+                        at.push(i.into());
+                        walk(child, at, out);
+                        at.pop();
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut places = Vec::new();
+        walk(&full, &mut Vec::new(), &mut places);
+        fn slot<'a>(
+            v: &'a mut serde_json::Value,
+            at: &[serde_json::Value],
+        ) -> &'a mut serde_json::Value {
+            at.iter().fold(v, |v, step| match step {
+                serde_json::Value::String(k) => &mut v[k.as_str()],
+                n => &mut v[n.as_u64().unwrap() as usize],
+            })
+        }
+        for at in &places {
+            for r in &replacements {
+                let mut v = full.clone();
+                *slot(&mut v, at) = r.clone();
+                variants.push(v);
+            }
+            let mut v = full.clone();
+            if let Some(m) = slot(&mut v, at).as_object_mut() {
+                m.insert("zz_unknown".into(), 1.into());
+                variants.push(v);
+                let keys: Vec<String> = slot(&mut full.clone(), at)
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .cloned()
+                    .collect();
+                for k in keys {
+                    let mut v = full.clone();
+                    slot(&mut v, at).as_object_mut().unwrap().remove(&k);
+                    variants.push(v);
+                }
+            }
+        }
+        let (mut compared, mut refused, mut mismatches) = (0, 0, Vec::new());
+        for v in &variants {
+            for text in [
+                serde_json::to_vec(v).unwrap(),
+                serde_json::to_vec_pretty(v).unwrap(),
+            ] {
+                let Some(expected) = tracked_path(&text) else {
+                    continue;
+                };
+                let e = json_path::from_slice::<WireConfig>(&text, "").unwrap_err();
+                if e.path != expected {
+                    mismatches.push(format!("{} != {expected}: {}", e.path, e.problem));
+                }
+                refused += 1;
+            }
+            compared += 1;
+        }
+        assert!(
+            mismatches.is_empty(),
+            "{} of {refused}:\n{}",
+            mismatches.len(),
+            mismatches.join("\n")
+        );
+        assert!(
+            refused > 1000,
+            "{refused} of {compared} variants refused by serde"
+        );
     }
 }

@@ -36,6 +36,7 @@ pub mod error;
 pub mod extract;
 pub mod fetch;
 pub mod identity;
+pub mod json_path;
 pub mod jwks;
 pub mod key_fetch;
 pub mod keys;

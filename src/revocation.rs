@@ -614,23 +614,7 @@ impl RevocationSource {
 
     /// Parses a block on its own (the embedding configuration parses it as one of its keys).
     pub fn parse(json: &[u8], path: &str) -> Result<Self, ConfigError> {
-        let deserializer = &mut serde_json::Deserializer::from_slice(json);
-        let wire: WireRevocationSource =
-            serde_path_to_error::deserialize(deserializer).map_err(|e| {
-                let inner = e.path().to_string();
-                let problem = e.into_inner().to_string();
-                let key = problem
-                    .strip_prefix("missing field `")
-                    .and_then(|rest| rest.split('`').next())
-                    .map(str::to_string);
-                let at = match (inner.as_str(), key) {
-                    (".", Some(k)) => format!("{path}.{k}"),
-                    (".", None) => path.to_string(),
-                    (i, Some(k)) => format!("{path}.{i}.{k}"),
-                    (i, None) => format!("{path}.{i}"),
-                };
-                ConfigError::new(at, problem)
-            })?;
+        let wire: WireRevocationSource = crate::json_path::from_slice(json, path)?;
         RevocationSource::validate(wire, path)
     }
 
