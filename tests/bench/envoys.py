@@ -96,7 +96,7 @@ def revocation_document() -> bytes:
 
 
 def authorizer_configuration(
-    signature_backend: str | None = None, revocations: bool = False
+    signature_backend: str | None = None, revocations: bool = False, overrides: dict | None = None
 ) -> str:
     config: dict = {
         "user_pools": [
@@ -117,6 +117,7 @@ def authorizer_configuration(
             "cluster": "bench_jwks",
             "uri": f"http://bench.revocations{REVOCATIONS_PATH}",
         }
+    config.update(overrides or {})
     return json.dumps(config)
 
 
@@ -128,6 +129,8 @@ class BenchConfig:
     caches: bool  # keeps verified tokens
     scenarios: str = "abcd"  # the scenarios it runs in
     optional: bool = False  # dropped (with a note) when it cannot start
+    wasm: str = ""  # a variant's module (default: the module under test)
+    overrides: str = ""  # a variant's top-level configuration keys, as JSON
 
 
 CONFIGS = [
@@ -157,9 +160,30 @@ CONFIGS = [
 BY_KEY = {c.key: c for c in CONFIGS}
 
 
+def variants(spec: str) -> list[BenchConfig]:
+    """Experimental configurations run beside the others in the cache-hit scenarios (a, b),
+    from `BENCH_VARIANTS`: `label=module` or `label=module|{"top-level": "keys"}` (an empty
+    module: the one under test), separated by `;`. A measurement aid: an experimental build
+    of the module (never shipped) or another configuration, in the same run as the real one."""
+    out = []
+    for i, item in enumerate(x for x in spec.split(";") if x.strip()):
+        label, _, rest = item.partition("=")
+        wasm, _, overrides = rest.partition("|")
+        json.loads(overrides or "{}")  # refused here rather than by Envoy
+        cfg = BenchConfig(f"variant{i}", label.strip(), True, True, scenarios="ab",
+                          wasm=wasm.strip(), overrides=overrides.strip())  # fmt: skip
+        BY_KEY[cfg.key] = cfg
+        out.append(cfg)
+    return out
+
+
 def envoy_config(cfg: BenchConfig, jwks: str, jwks_port: int, wasm: str, noop_wasm: str,
                  verify_ceiling: str = "") -> dict:  # fmt: skip
     """`verify_ceiling`: the verify ceiling's configuration (`TokenSet.verify_ceiling`)."""
+    variant = [
+        wasm_filter("cognito_authorizer", cfg.wasm or wasm,
+                    authorizer_configuration(overrides=json.loads(cfg.overrides or "{}")))
+    ]  # fmt: skip
     filters = {
         "noauth": [],
         "noop": [wasm_filter("noop_filter", noop_wasm, None)],
@@ -174,7 +198,7 @@ def envoy_config(cfg: BenchConfig, jwks: str, jwks_port: int, wasm: str, noop_wa
         "authorizer_wasm": [
             wasm_filter("cognito_authorizer", wasm, authorizer_configuration("wasm"))
         ],
-    }[cfg.key]
+    }.get(cfg.key, variant)
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "bench",

@@ -12,6 +12,8 @@ Environment (all optional):
     BENCH_COLD_SAMPLES=3   cold starts per configuration
     BENCH_FRESH_TOKENS     fresh tokens minted for scenario c (default 12,000 per second of run)
     BENCH_SCENARIOS=abcd   which scenarios to run (e.g. "c" while investigating one; "-": none)
+    BENCH_VARIANTS         experimental configurations beside the others in a and b:
+                           "label=module.wasm;label=|{\"filter_state\": []}" (tests/bench/envoys.py)
     BENCH_WASM_RSA=1       also run the authorizer with "signature_backend": "wasm" (c, d and
                            the verification cost only: elsewhere it is the same cache-hit code)
     NOOP_WASM              the no-op filter (default target/noop-filter/.../noop_filter.wasm,
@@ -488,6 +490,7 @@ def main() -> int:
     valid, invalid = tokens.sample_valid(), tokens.sample_invalid()
     jwks = ev.JwksServer(tokens.jwks)
     configs = [c for c in ev.CONFIGS if WASM_RSA or c.key != "authorizer_wasm"]
+    configs += ev.variants(os.environ.get("BENCH_VARIANTS", ""))
     config_paths = {}
     for c in configs:
         p = work / f"envoy-{c.key}.json"
