@@ -18,9 +18,10 @@
 //! match a token the filter would accept are dropped at load.
 //!
 //! The list is one byte string, the same in every VM: the VM that fetched the document
-//! parses it (streaming: entries are hashed as they are read) and publishes these bytes to
-//! shared data; the other VMs use the bytes they read back as their list, without parsing
-//! or rebuilding anything. Little-endian:
+//! parses it as it reads it in pieces from Envoy's copy (a small streaming JSON reader;
+//! entries are hashed as they are read) and publishes these bytes to shared data; the other
+//! VMs use the bytes they read back as their list, without parsing or rebuilding anything,
+//! so no VM holds the document whole (README "Revocation"). Little-endian:
 //!
 //! ```text
 //! 0   8   magic and format version (LIST_MAGIC)
@@ -37,7 +38,9 @@
 //! so a collision can only make an unlisted token look listed — refused, never accepted —
 //! and two sign-outs of one hash keep the later instant (the one that revokes more). With a
 //! random key per document, nobody outside the process can aim a collision at a given
-//! identifier. Decoding is strict: a value of another length, magic or order is no list.
+//! identifier. The key lives only in the list, so in Envoy's shared data and the VMs'
+//! memory; it is never logged (`Debug` prints counts). Decoding is strict: a value of
+//! another length, magic or order is no list.
 //!
 //! Nothing here reads a clock: the caller passes `now` (Unix seconds).
 
