@@ -93,8 +93,8 @@ impl<S: SharedData + Clone> VmState<S> {
 
     /// The answer to this VM's fetch of revocation source `source` (`body`: read only if
     /// [`Self::wants_revocation_body`]). A valid document's list is published for every VM,
-    /// then the lease released; a malformed, oversized or other-version one never replaces the list
-    /// in force.
+    /// then the lease released; a malformed, oversized or other-version one never replaces
+    /// the list in force.
     pub fn revocation_answer(
         &mut self,
         source: usize,
