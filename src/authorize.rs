@@ -1431,7 +1431,7 @@ mod revocation_tests {
     use crate::jwks::parse_jwks;
     use crate::jwks::tests::rsa_jwk;
     use crate::keys::FetchSchedule;
-    use crate::revocation::{document_digest, Stamp};
+    use crate::revocation::{RevocationList, Stamp};
     use crate::shared_keys::tests::FakeSharedData;
     use crate::shared_keys::SharedRevocations;
     use crate::signature::NoHostCrypto;
@@ -1473,15 +1473,28 @@ mod revocation_tests {
         key().sign(claims).unwrap()
     }
 
-    /// What the fetching VM publishes (the glue's `on_revocations_response`).
+    /// What the fetching VM publishes (`revocation_answer`): the document's list.
     fn publish(store: &FakeSharedData, vm: &VmState<FakeSharedData>, doc: &str, at_ms: u64) {
+        let limits = vm.config.revocation_sources[0].limits(vm.config.clock_skew_seconds);
+        let list = RevocationList::parse(doc.as_bytes(), &limits, at_ms / 1000).unwrap();
+        publish_value(store, vm, list.encoded(), list.digest(), at_ms);
+    }
+
+    /// Publishes `value` as the list of the document with `digest`.
+    fn publish_value(
+        store: &FakeSharedData,
+        vm: &VmState<FakeSharedData>,
+        value: &[u8],
+        digest: u64,
+        at_ms: u64,
+    ) {
         let src = &vm.config.revocation_sources[0];
         let shared = SharedRevocations::for_source(src, store.clone());
         let stamp = Stamp {
             fetched_at_ms: at_ms,
-            digest: document_digest(doc.as_bytes()),
+            digest,
         };
-        shared.publish(doc.as_bytes(), stamp).unwrap();
+        shared.publish(value, stamp).unwrap();
         shared
             .entries
             .update(|s| {
@@ -1539,7 +1552,7 @@ mod revocation_tests {
         );
         assert!(vm.due_waiters(now_ms).is_empty());
         publish(&store, &vm, &doc(r#""s1":99999999999"#, ""), now_ms);
-        vm.sync_sources(now_ms);
+        vm.sync_sources();
         // The document arrived: the waiter is re-run, and its session is revoked.
         let due = vm.due_waiters(now_ms);
         assert_eq!(due.iter().map(|w| w.context_id).collect::<Vec<_>>(), [1]);
@@ -1568,7 +1581,7 @@ mod revocation_tests {
         let (mut vm, store, now_ms) = vm("deny");
         let now = now_ms / 1000;
         publish(&store, &vm, &doc("", ""), now_ms);
-        vm.sync_sources(now_ms);
+        vm.sync_sources();
         let old = token("alice", "s1", now - 100);
         assert_eq!(status(&decide(&mut vm, &old, now_ms, 1)), Some(200));
         let hit = decide(&mut vm, &old, now_ms, 2);
@@ -1577,7 +1590,7 @@ mod revocation_tests {
         // Signed out at now - 50: the cached token is refused, a sign-in at that instant passes.
         let signed_out = format!(r#""alice":{}"#, now - 50);
         publish(&store, &vm, &doc("", &signed_out), now_ms + 10);
-        vm.sync_sources(now_ms + 10);
+        vm.sync_sources();
         let d = decide(&mut vm, &old, now_ms + 20, 3);
         assert!(d.counters.contains(&(Counter::CacheHit, None)));
         assert_eq!(status(&d), Some(401));
@@ -1590,9 +1603,10 @@ mod revocation_tests {
         let (mut vm, store, now_ms) = vm("deny");
         let now = now_ms / 1000;
         publish(&store, &vm, &doc(r#""s1":99999999999"#, ""), now_ms);
-        vm.sync_sources(now_ms);
-        publish(&store, &vm, r#"{"version":1,"#, now_ms + 10);
-        vm.sync_sources(now_ms + 10);
+        vm.sync_sources();
+        // Not a list of this format (a truncated one, or another module's document).
+        publish_value(&store, &vm, br#"{"version":1,"#, 1, now_ms + 10);
+        vm.sync_sources();
         let t = token("u1", "s1", now - 100);
         assert_eq!(status(&decide(&mut vm, &t, now_ms + 20, 1)), Some(401));
     }
@@ -1603,7 +1617,7 @@ mod revocation_tests {
             let (mut vm, store, now_ms) = vm(mode);
             let now = now_ms / 1000;
             publish(&store, &vm, &doc(r#""s1":99999999999"#, ""), now_ms);
-            vm.sync_sources(now_ms);
+            vm.sync_sources();
             // Every refresh fails from then on.
             let src = vm.sources[0].shared.clone();
             let mut failed = FetchSchedule::default();
@@ -1616,9 +1630,9 @@ mod revocation_tests {
                 .unwrap();
             let t = token("u1", "s1", now - 100);
             // Within refresh (10 s) + max_stale (20 s): the last list still refuses.
-            vm.sync_sources(now_ms + 29_000);
+            vm.sync_sources();
             assert_eq!(status(&decide(&mut vm, &t, now_ms + 29_000, 1)), Some(401));
-            vm.sync_sources(now_ms + 31_000);
+            vm.sync_sources();
             let d = decide(&mut vm, &t, now_ms + 31_000, 2);
             assert_eq!(status(&d), Some(expected), "{mode}");
             if mode == "deny" {

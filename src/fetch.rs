@@ -5,7 +5,7 @@
 
 use log::{debug, info, warn};
 
-use crate::key_fetch::{CalloutAnswer, FetchRequest, FetchResult};
+use crate::key_fetch::{CalloutAnswer, CalloutBody, FetchRequest, FetchResult};
 use crate::metrics::{Count, Counter};
 use crate::revocation_fetch::RevocationResult;
 use crate::shared_keys::SharedData;
@@ -74,19 +74,23 @@ impl<S: SharedData + Clone> VmState<S> {
     }
 
     /// The answer to a fetch this VM started (`body`: read only if
-    /// [`Self::wants_answer_body`]); `clock` times the parse for the log. Logs what the
-    /// answer did and returns the counter to bump.
+    /// [`Self::wants_answer_body`]: a JWKS whole, a revocation document in pieces);
+    /// `clock` times the parse for the log. Logs what the answer did and returns the counter
+    /// to bump.
     pub fn take_answer(
         &mut self,
         fetch: Fetch,
         now_ms: u64,
         answer: CalloutAnswer<'_>,
-        body: &[u8],
+        body: &dyn CalloutBody,
         jitter: u64,
         clock: impl Fn() -> u64,
     ) -> Count {
         match fetch {
-            Fetch::Jwks(pool) => self.take_jwks_answer(pool, now_ms, answer, body, jitter),
+            Fetch::Jwks(pool) => {
+                let body = body.read(0, answer.body_size).unwrap_or_default();
+                self.take_jwks_answer(pool, now_ms, answer, &body, jitter)
+            }
             Fetch::Revocations(source) => {
                 self.take_revocation_answer(source, now_ms, answer, body, jitter, clock)
             }
@@ -133,7 +137,7 @@ impl<S: SharedData + Clone> VmState<S> {
         source: usize,
         now_ms: u64,
         answer: CalloutAnswer<'_>,
-        body: &[u8],
+        body: &dyn CalloutBody,
         jitter: u64,
         clock: impl Fn() -> u64,
     ) -> Count {
@@ -237,7 +241,7 @@ mod tests {
         assert_eq!(claimed[1].1.cluster, "r");
         assert_eq!(claimed[1].1.path, "/doc.json");
         b.sync_pools();
-        b.sync_sources(NOW);
+        b.sync_sources();
         assert!(b.claim_due(NOW).is_empty());
     }
 
@@ -248,9 +252,9 @@ mod tests {
         let rev = Fetch::Revocations(0);
         assert!(a.wants_answer_body(rev, answer(Some("200"), DOC)));
         assert!(!a.wants_answer_body(rev, answer(Some("404"), DOC)));
-        let counted = a.take_answer(rev, NOW, answer(Some("200"), DOC), DOC, 0, || NOW);
+        let counted = a.take_answer(rev, NOW, answer(Some("200"), DOC), &DOC, 0, || NOW);
         assert_eq!(counted, (Counter::RevocationFetchOk, None));
-        let counted = a.take_answer(Fetch::Jwks(0), NOW, answer(None, b""), b"", 0, || NOW);
+        let counted = a.take_answer(Fetch::Jwks(0), NOW, answer(None, b""), &b"", 0, || NOW);
         assert_eq!(counted, (Counter::JwksFetchFailed, Some(0)));
         assert!(a.pools[0].keys.keys().is_none());
     }
@@ -268,7 +272,7 @@ mod tests {
         }
         // The lease is released and the retry is scheduled later, for every VM.
         b.sync_pools();
-        b.sync_sources(NOW);
+        b.sync_sources();
         assert!(b.claim_due(NOW + 10).is_empty());
         assert!(a.claim_due(NOW + 10).is_empty());
         assert_eq!(b.claim_due(NOW + 60_000).len(), 2);
@@ -279,11 +283,11 @@ mod tests {
         let (mut a, mut b) = two_vms();
         let claimed: Vec<Fetch> = a.claim_due(NOW).into_iter().map(|(f, _)| f).collect();
         b.sync_pools();
-        b.sync_sources(NOW);
+        b.sync_sources();
         assert!(b.claim_due(NOW + 1).is_empty());
         a.abandon(claimed);
         b.sync_pools();
-        b.sync_sources(NOW);
+        b.sync_sources();
         assert_eq!(b.claim_due(NOW + 1).len(), 2);
     }
 

@@ -55,6 +55,21 @@ pub enum FetchResult {
     Failed { why: String, keeping_keys: bool },
 }
 
+/// The body of a callout's answer, which the host keeps until the answer is handled: read
+/// in pieces, so that a large document is never copied whole into the VM.
+pub trait CalloutBody {
+    /// The `len` bytes from `start`, or `None` if they are not all there.
+    fn read(&self, start: usize, len: usize) -> Option<Vec<u8>>;
+}
+
+/// A body already in memory (tests, and anything read whole).
+impl<T: AsRef<[u8]>> CalloutBody for T {
+    fn read(&self, start: usize, len: usize) -> Option<Vec<u8>> {
+        let end = start.checked_add(len)?;
+        self.as_ref().get(start..end).map(<[u8]>::to_vec)
+    }
+}
+
 /// The callout's answer as the glue read it.
 #[derive(Debug, Clone, Copy)]
 pub struct CalloutAnswer<'a> {

@@ -1,5 +1,5 @@
 //! Token revocation: the revocation document (a small versioned JSON file that a producer
-//! writes from Cognito's `RevokeToken` and global sign-out events), its validated in-memory
+//! writes from Cognito's `RevokeToken` and global sign-out events), its validated compact
 //! form [`RevocationList`], the per-request check, and the `revocations` configuration block.
 //!
 //! Cognito's own APIs refuse revoked and signed-out tokens, but a JWT verifier cannot see the
@@ -15,20 +15,41 @@
 //!
 //! Loading is all or nothing: an oversized or malformed document is an error and never a
 //! partial list, so the caller keeps its previous good list. Entries that can no longer
-//! match a token the filter would accept are dropped at load. Identifiers are stored as
-//! 64-bit keyed hashes (a random SipHash key per list), not strings: 100,000 entries take a
-//! few MiB instead of tens, and a lookup is one hash and one probe per identifier.
+//! match a token the filter would accept are dropped at load.
+//!
+//! The list is one byte string, the same in every VM: the VM that fetched the document
+//! parses it as it reads it in pieces from Envoy's copy (a small streaming JSON reader;
+//! entries are hashed as they are read) and publishes these bytes to shared data; the other
+//! VMs use the bytes they read back as their list, without parsing or rebuilding anything,
+//! so no VM holds the document whole (README "Revocation"). Little-endian:
+//!
+//! ```text
+//! 0   8   magic and format version (LIST_MAGIC)
+//! 8   8   digest of the document it came from (document_digest)
+//! 16  16  SipHash-2-4 key (k0, k1): random per document
+//! 32  8   generated_at            40  8   entries dropped as expired at load
+//! 48  4   R, revoked ids          52  4   S, signed-out users
+//! 56  8R  keyed hashes of the revoked jti / origin_jti values, strictly ascending
+//! ..  16S (keyed hash of sub, sign-out instant), hashes strictly ascending
+//! ```
+//!
+//! A lookup is a binary search (17 probes for 100,000 entries). Identifiers are only kept
+//! as 64-bit keyed hashes. Collision policy: two identifiers with one hash are one entry,
+//! so a collision can only make an unlisted token look listed — refused, never accepted —
+//! and two sign-outs of one hash keep the later instant (the one that revokes more). With a
+//! random key per document, nobody outside the process can aim a collision at a given
+//! identifier. The key lives only in the list, so in Envoy's shared data and the VMs'
+//! memory; it is never logged (`Debug` prints counts). Decoding is strict: a value of
+//! another length, magic or order is no list.
 //!
 //! Nothing here reads a clock: the caller passes `now` (Unix seconds).
 
-use std::borrow::Cow;
+use std::cmp::Ordering;
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, Hasher};
 
-use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use crate::cognito::JwksLocation;
 use crate::error::ConfigError;
@@ -44,6 +65,14 @@ pub const MAX_ID_BYTES: usize = 512;
 /// `max_token_lifetime_seconds` may not exceed a year (Cognito's id and access tokens live
 /// at most one day).
 pub const MAX_TOKEN_LIFETIME_SECONDS: u64 = 366 * 86400;
+
+/// First bytes of a compact list; the last one is the format version.
+pub const LIST_MAGIC: [u8; 8] = *b"cgarevl\x01";
+
+const HEADER_BYTES: usize = 56;
+
+/// How much of a document is read at a time (from the host's copy of a callout body).
+pub const PIECE_BYTES: usize = 64 << 10;
 
 /// What the check needs to know about a verified token, as plain values (claims absent from
 /// the token are `None`).
@@ -123,18 +152,20 @@ pub struct DocumentLimits {
     pub clock_skew_seconds: u64,
 }
 
-/// A validated revocation document, ready for O(1) checks.
-#[derive(Debug, Clone)]
+/// A validated revocation list in its compact form (module documentation): the bytes it is
+/// published as, searched in place.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RevocationList {
-    /// Keyed hashes of revoked `jti` / `origin_jti` values.
-    revoked: HashSet<u64, Prehashed>,
-    /// Keyed hash of `sub` → sign-out instant (Unix seconds).
-    signed_out: HashMap<u64, u64, Prehashed>,
-    /// The random key of those hashes: unknown outside this process, so nobody can aim a
-    /// collision at a given identifier.
-    key: RandomState,
-    generated_at: u64,
-    dropped_expired: usize,
+    bytes: Vec<u8>,
+    revoked: usize,
+    signed_out: usize,
+}
+
+/// Counts only: the key never leaves shared data.
+impl fmt::Debug for RevocationList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RevocationList({} + {})", self.revoked, self.signed_out)
+    }
 }
 
 impl RevocationList {
@@ -144,49 +175,158 @@ impl RevocationList {
         limits: &DocumentLimits,
         now: u64,
     ) -> Result<RevocationList, DocumentError> {
-        if bytes.len() > limits.max_bytes {
+        let mut pieces = bytes.chunks(PIECE_BYTES);
+        let mut next = || pieces.next().map(<[u8]>::to_vec);
+        let digest = document_digest(bytes);
+        RevocationList::parse_pieces(&mut next, bytes.len(), digest, limits, now)
+    }
+
+    /// [`Self::parse`] of a document of `len` bytes whose [`document_digest`] is `digest`,
+    /// read in pieces as it is parsed (`next`: the next piece, `None` at the end), so that
+    /// the document is never held whole.
+    pub fn parse_pieces(
+        next: &mut dyn FnMut() -> Option<Vec<u8>>,
+        len: usize,
+        digest: u64,
+        limits: &DocumentLimits,
+        now: u64,
+    ) -> Result<RevocationList, DocumentError> {
+        if len > limits.max_bytes {
             return Err(DocumentError::TooLarge {
-                bytes: bytes.len(),
+                bytes: len,
                 max_bytes: limits.max_bytes,
             });
         }
-        let key = RandomState::new();
-        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-        let seed = DocumentSeed {
-            key: &key,
-            now,
-            skew: limits.clock_skew_seconds,
+        let random = RandomState::new();
+        let key = (random.hash_one(0u8), random.hash_one(1u8));
+        let mut reader = Reader {
+            next,
+            piece: Vec::new(),
+            at: 0,
+            before: 0,
         };
-        let fields = seed
-            .deserialize(&mut deserializer)
-            .and_then(|p| deserializer.end().map(|()| p))
-            .map_err(|e| DocumentError::Malformed(e.to_string()))?;
-        let parsed = fields.validate()?;
-        let mut list = RevocationList {
-            revoked: parsed.revoked,
-            signed_out: parsed.signed_out,
-            key,
-            generated_at: parsed.generated_at,
-            dropped_expired: parsed.dropped_expired,
-        };
+        let skew = limits.clock_skew_seconds;
+        let fields =
+            read_document(&mut reader, key, now, skew).map_err(DocumentError::Malformed)?;
+        if reader.offset() != len {
+            let read = reader.offset();
+            return Err(DocumentError::Malformed(format!(
+                "{read} bytes read, not the {len} of the document"
+            )));
+        }
+        let Parsed {
+            mut revoked,
+            mut signed_out,
+            generated_at,
+            max_token_lifetime,
+            mut dropped_expired,
+        } = fields.validate()?;
+        heapsort(&mut revoked);
+        heapsort(&mut signed_out);
         // Sign-out entries expire with the longest-lived token they can revoke; the lifetime
         // may come after them in the document, so they are pruned once it is read.
         let keep_until = |instant: u64| {
             instant
-                .saturating_add(parsed.max_token_lifetime)
+                .saturating_add(max_token_lifetime)
                 .saturating_add(limits.clock_skew_seconds)
         };
-        let before = list.signed_out.len();
-        list.signed_out
-            .retain(|_, instant| now <= keep_until(*instant));
-        list.dropped_expired += before - list.signed_out.len();
-        list.revoked.shrink_to_fit();
-        list.signed_out.shrink_to_fit();
-        Ok(list)
+        // The header's fields are known once the sections are written.
+        let mut out = vec![0; HEADER_BYTES];
+        out.reserve_exact(8 * revoked.len() + 16 * signed_out.len());
+        // Duplicates are one entry: an identifier listed twice stays listed, and a user
+        // signed out twice keeps the later instant (it revokes more: sorted, the last one).
+        let mut previous = None;
+        for hash in revoked {
+            if previous != Some(hash) {
+                out.extend_from_slice(&hash.to_le_bytes());
+            }
+            previous = Some(hash);
+        }
+        let revoked = (out.len() - HEADER_BYTES) / 8;
+        let mut entries = signed_out.iter().peekable();
+        while let Some(&(hash, instant)) = entries.next() {
+            if entries.peek().is_some_and(|next| next.0 == hash) {
+                continue;
+            }
+            if now <= keep_until(instant) {
+                out.extend_from_slice(&hash.to_le_bytes());
+                out.extend_from_slice(&instant.to_le_bytes());
+            } else {
+                dropped_expired += 1;
+            }
+        }
+        let signed_out = (out.len() - HEADER_BYTES - 8 * revoked) / 16;
+        // At most 64 MiB of document: fewer than 2^32 entries of each kind.
+        let counts = revoked as u64 | (signed_out as u64) << 32;
+        let magic = u64::from_le_bytes(LIST_MAGIC);
+        let header = [
+            magic,
+            digest,
+            key.0,
+            key.1,
+            generated_at,
+            dropped_expired as u64,
+            counts,
+        ];
+        for (place, word) in out.chunks_exact_mut(8).zip(header) {
+            place.copy_from_slice(&word.to_le_bytes());
+        }
+        Ok(RevocationList {
+            bytes: out,
+            revoked,
+            signed_out,
+        })
     }
 
-    /// Whether a verified token has been revoked. Constant time in the list size: at most
-    /// three hashes and three probes.
+    /// A list from its compact form (as another VM published it). `None` unless the bytes
+    /// are exactly one list of this format: length, magic and strict order are checked, so
+    /// every lookup is in bounds and a foreign or damaged value is no list.
+    pub fn decode(bytes: Vec<u8>) -> Option<RevocationList> {
+        if bytes.get(..8)? != LIST_MAGIC {
+            return None;
+        }
+        let count = |at: usize| -> Option<usize> {
+            let b = bytes.get(at..at + 4)?;
+            Some(u32::from_le_bytes(b.try_into().ok()?) as usize)
+        };
+        let (revoked, signed_out) = (count(48)?, count(52)?);
+        let sections = revoked
+            .checked_mul(8)?
+            .checked_add(signed_out.checked_mul(16)?)?;
+        if bytes.len() != HEADER_BYTES.checked_add(sections)? {
+            return None;
+        }
+        let list = RevocationList {
+            bytes,
+            revoked,
+            signed_out,
+        };
+        let ascending = |start: usize, stride: usize, n: usize| {
+            let mut previous = None;
+            (0..n).all(|i| {
+                let hash = list.word(start + i * stride);
+                let fine = hash.is_some() && (previous.is_none() || previous < hash);
+                previous = hash;
+                fine
+            })
+        };
+        let signed_start = HEADER_BYTES + 8 * revoked;
+        (ascending(HEADER_BYTES, 8, revoked) && ascending(signed_start, 16, signed_out))
+            .then_some(list)
+    }
+
+    /// The compact form: what is published to shared data.
+    pub fn encoded(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// [`document_digest`] of the document this list came from.
+    pub fn digest(&self) -> u64 {
+        self.header(8)
+    }
+
+    /// Whether a verified token has been revoked: at most three hashes and three binary
+    /// searches.
     ///
     /// A sign-out at instant `T` revokes the user's tokens authenticated strictly before `T`:
     /// `auth_time < T`, or `iat < T` when the token has no `auth_time`. Cognito keeps
@@ -195,22 +335,27 @@ impl RevocationList {
     /// in time and is treated as revoked. No clock skew is applied: `T` and the token's times
     /// come from the same issuer's clock.
     pub fn check(&self, facts: &TokenFacts<'_>) -> Result<(), Revoked> {
-        if !self.revoked.is_empty() {
-            if facts
-                .jti
-                .is_some_and(|j| self.revoked.contains(&self.hash(j)))
-            {
+        if self.revoked > 0 {
+            let listed = |id: Option<&str>| {
+                id.is_some_and(|id| {
+                    self.search(HEADER_BYTES, 8, self.revoked, self.hash(id))
+                        .is_some()
+                })
+            };
+            if listed(facts.jti) {
                 return Err(Revoked::Jti);
             }
-            if facts
-                .origin_jti
-                .is_some_and(|o| self.revoked.contains(&self.hash(o)))
-            {
+            if listed(facts.origin_jti) {
                 return Err(Revoked::OriginJti);
             }
         }
-        if !self.signed_out.is_empty() {
-            if let Some(&instant) = facts.sub.and_then(|s| self.signed_out.get(&self.hash(s))) {
+        if self.signed_out > 0 {
+            let start = HEADER_BYTES + 8 * self.revoked;
+            let instant = facts.sub.and_then(|sub| {
+                let at = self.search(start, 16, self.signed_out, self.hash(sub))?;
+                self.word(at + 8)
+            });
+            if let Some(instant) = instant {
                 match facts.auth_time.or(facts.iat) {
                     Some(issued) if issued >= instant => {}
                     _ => return Err(Revoked::SignedOut),
@@ -223,54 +368,100 @@ impl RevocationList {
     /// `generated_at` of the document (Unix seconds), for logs: a producer that stopped
     /// shows as an old value.
     pub fn generated_at(&self) -> u64 {
-        self.generated_at
+        self.header(32)
     }
 
     /// Revoked `jti` / `origin_jti` entries in force.
     pub fn revoked_ids(&self) -> usize {
-        self.revoked.len()
+        self.revoked
     }
 
     /// Users with a sign-out in force.
     pub fn signed_out_users(&self) -> usize {
-        self.signed_out.len()
+        self.signed_out
     }
 
     /// Entries the document listed that had expired at load (not kept).
     pub fn dropped_expired(&self) -> usize {
-        self.dropped_expired
+        self.header(40) as usize
+    }
+
+    /// The little-endian u64 at byte `at`, if the list holds one there.
+    fn word(&self, at: usize) -> Option<u64> {
+        let bytes = self.bytes.get(at..at.checked_add(8)?)?;
+        Some(u64::from_le_bytes(bytes.try_into().ok()?))
+    }
+
+    /// A header field (decoding checked that the header is there).
+    fn header(&self, at: usize) -> u64 {
+        self.word(at).unwrap_or_default()
+    }
+
+    /// The offset of the entry whose hash is `hash` among `n` entries of `stride` bytes from
+    /// `start` (sorted, as decoding checked).
+    fn search(&self, start: usize, stride: usize, n: usize, hash: u64) -> Option<usize> {
+        let (mut low, mut high) = (0, n);
+        while low < high {
+            let middle = low + (high - low) / 2;
+            let at = start + middle * stride;
+            match self.word(at)?.cmp(&hash) {
+                Ordering::Less => low = middle + 1,
+                Ordering::Greater => high = middle,
+                Ordering::Equal => return Some(at),
+            }
+        }
+        None
     }
 
     fn hash(&self, id: &str) -> u64 {
-        self.key.hash_one(id)
+        keyed_hash((self.header(16), self.header(24)), id)
     }
 }
 
-/// The hasher of the inner tables: their keys already are keyed SipHash values, uniformly
-/// spread, so hashing them again would only cost time.
-type Prehashed = BuildHasherDefault<PrehashedHasher>;
-
-#[derive(Debug, Default, Clone, Copy)]
-struct PrehashedHasher(u64);
-
-impl Hasher for PrehashedHasher {
-    fn finish(&self) -> u64 {
-        self.0
+/// Sorts in place, in O(n log n) and a few hundred bytes of Wasm (std's `sort_unstable` costs
+/// kilobytes per element type).
+fn heapsort<T: Ord + Copy>(v: &mut [T]) {
+    let len = v.len();
+    for root in (0..len / 2).rev() {
+        sift_down(v, root, len);
     }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used (the keys are u64); fold anything else rather than panic.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+    for end in (1..len).rev() {
+        v.swap(0, end);
+        sift_down(v, 0, end);
+    }
+}
+
+/// Restores the max-heap order of `v[..end]` below `root`.
+fn sift_down<T: Ord + Copy>(v: &mut [T], mut root: usize, end: usize) {
+    loop {
+        let mut child = 2 * root + 1;
+        if child >= end {
+            return;
         }
+        if child + 1 < end && v.get(child) < v.get(child + 1) {
+            child += 1;
+        }
+        if v.get(root) >= v.get(child) {
+            return;
+        }
+        v.swap(root, child);
+        root = child;
     }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
+}
+
+/// SipHash-2-4 of an identifier's bytes under the list's key. std's `SipHasher` is the only
+/// keyed SipHash in std whose key can be handed to another VM (`RandomState` keeps its key
+/// to itself); it is deprecated only in favour of `DefaultHasher`, which takes no key.
+#[allow(deprecated)]
+fn keyed_hash(key: (u64, u64), id: &str) -> u64 {
+    let mut hasher = std::hash::SipHasher::new_with_keys(key.0, key.1);
+    hasher.write(id.as_bytes());
+    hasher.finish()
 }
 
 // ---------------------------------------------------------------------------------------
-// Streaming parser: entries go straight into the hash tables, so a 100,000-entry document
-// never exists as 100,000 strings.
+// Streaming parser: the document is read in pieces and entries are hashed as they are read,
+// so a 100,000-entry document exists neither whole nor as 100,000 strings.
 
 /// The top-level members as read; checked by [`Fields::validate`] once the whole object is
 /// in, because JSON members come in any order.
@@ -279,15 +470,15 @@ struct Fields {
     version: Option<u64>,
     generated_at: Option<u64>,
     max_token_lifetime: Option<u64>,
-    revoked: Option<(HashSet<u64, Prehashed>, usize)>,
-    signed_out: Option<HashMap<u64, u64, Prehashed>>,
+    revoked: Option<(Vec<u64>, usize)>,
+    signed_out: Option<Vec<(u64, u64)>>,
     /// The first member this version does not define.
     unknown: Option<String>,
 }
 
 struct Parsed {
-    revoked: HashSet<u64, Prehashed>,
-    signed_out: HashMap<u64, u64, Prehashed>,
+    revoked: Vec<u64>,
+    signed_out: Vec<(u64, u64)>,
     generated_at: u64,
     max_token_lifetime: u64,
     dropped_expired: usize,
@@ -324,174 +515,293 @@ impl Fields {
     }
 }
 
-struct DocumentSeed<'a> {
-    key: &'a RandomState,
-    now: u64,
-    skew: u64,
+/// The list's SipHash key.
+type Key = (u64, u64);
+
+type Parse<T> = Result<T, String>;
+
+/// A streaming JSON reader over a document delivered in pieces (`next`: `None` at the end),
+/// for exactly what a revocation document needs: objects, strings and non-negative integers
+/// (and skipping a member this version does not define). Only the current piece is held.
+struct Reader<'a> {
+    next: &'a mut dyn FnMut() -> Option<Vec<u8>>,
+    piece: Vec<u8>,
+    at: usize,
+    /// Bytes of the pieces before the current one.
+    before: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for DocumentSeed<'_> {
-    type Value = Fields;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Fields, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for DocumentSeed<'_> {
-    type Value = Fields;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a revocation document (a JSON object)")
+impl Reader<'_> {
+    fn peek(&mut self) -> Option<u8> {
+        while self.at >= self.piece.len() {
+            let piece = (self.next)()?;
+            self.before += self.piece.len();
+            self.piece = piece;
+            self.at = 0;
+        }
+        self.piece.get(self.at).copied()
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
-        let mut fields = Fields::default();
-        while let Some(name) = map.next_key::<Cow<'de, str>>()? {
-            let name: &str = &name;
-            let fresh = match name {
-                "version" => fields.version.replace(map.next_value()?).is_none(),
-                "generated_at" => fields.generated_at.replace(map.next_value()?).is_none(),
-                "max_token_lifetime_seconds" => fields
-                    .max_token_lifetime
-                    .replace(map.next_value()?)
-                    .is_none(),
-                "revoked_jti" => {
-                    let seed = RevokedSeed {
-                        key: self.key,
-                        now: self.now,
-                        skew: self.skew,
+    fn bump(&mut self) -> Option<u8> {
+        let byte = self.peek()?;
+        self.at += 1;
+        Some(byte)
+    }
+
+    /// Bytes read so far.
+    fn offset(&self) -> usize {
+        self.before + self.at
+    }
+
+    fn error<T>(&self, what: &str) -> Parse<T> {
+        Err(self.fail(what))
+    }
+
+    fn fail(&self, what: &str) -> String {
+        format!("{what} at byte {}", self.offset())
+    }
+
+    /// The next byte after whitespace, not consumed (`None`: the end).
+    fn skip_ws(&mut self) -> Option<u8> {
+        while let Some(byte) = self.peek() {
+            if !matches!(byte, b' ' | b'\n' | b'\r' | b'\t') {
+                return Some(byte);
+            }
+            self.at += 1;
+        }
+        None
+    }
+
+    /// Consumes `byte` after whitespace, or fails with `expected`.
+    fn expect(&mut self, byte: u8, expected: &str) -> Parse<()> {
+        match self.skip_ws() {
+            Some(b) if b == byte => {
+                self.at += 1;
+                Ok(())
+            }
+            None => self.error("EOF while parsing"),
+            Some(_) => self.error(expected),
+        }
+    }
+
+    /// An object (`expected`: the error if there is none), each member handed to `member`
+    /// with its key (the reader then at its value).
+    fn object(
+        &mut self,
+        expected: &str,
+        member: &mut dyn FnMut(&mut Self, String) -> Parse<()>,
+    ) -> Parse<()> {
+        self.expect(b'{', expected)?;
+        if self.skip_ws() == Some(b'}') {
+            self.at += 1;
+            return Ok(());
+        }
+        loop {
+            if self.skip_ws() != Some(b'"') {
+                return self.error("expected a key");
+            }
+            let key = self.string()?;
+            self.expect(b':', "expected ':'")?;
+            member(self, key)?;
+            match self.skip_ws() {
+                Some(b',') => self.at += 1,
+                Some(b'}') => {
+                    self.at += 1;
+                    return Ok(());
+                }
+                None => return self.error("EOF while parsing"),
+                Some(_) => return self.error("expected ',' or '}'"),
+            }
+        }
+    }
+
+    /// A string (the reader at its opening quote), unescaped.
+    fn string(&mut self) -> Parse<String> {
+        self.at += 1;
+        let mut out = Vec::new();
+        loop {
+            // The plain run in this piece at once.
+            let rest = self.piece.get(self.at..).unwrap_or_default();
+            let plain = rest
+                .iter()
+                .take_while(|&&b| b != b'"' && b != b'\\' && b >= 0x20);
+            let plain = plain.count();
+            out.extend_from_slice(rest.get(..plain).unwrap_or_default());
+            self.at += plain;
+            match self.bump() {
+                None => return self.error("EOF while parsing"),
+                Some(b'"') => break,
+                Some(b'\\') => {
+                    let unescaped = match self.bump() {
+                        Some(b'"') => '"',
+                        Some(b'\\') => '\\',
+                        Some(b'/') => '/',
+                        Some(b'b') => '\u{8}',
+                        Some(b'f') => '\u{c}',
+                        Some(b'n') => '\n',
+                        Some(b'r') => '\r',
+                        Some(b't') => '\t',
+                        Some(b'u') => self.unicode_escape()?,
+                        _ => return self.error("invalid escape"),
                     };
-                    fields.revoked.replace(map.next_value_seed(seed)?).is_none()
+                    let mut utf8 = [0; 4];
+                    out.extend_from_slice(unescaped.encode_utf8(&mut utf8).as_bytes());
+                }
+                Some(byte) if byte < 0x20 => {
+                    return self.error("control character");
+                }
+                Some(byte) => out.push(byte),
+            }
+        }
+        String::from_utf8(out).or_else(|_| self.error("invalid UTF-8"))
+    }
+
+    /// The character of a `\u` escape (the reader after the `u`), surrogate pairs joined; a
+    /// lone surrogate is no character.
+    fn unicode_escape(&mut self) -> Parse<char> {
+        let mut code = self.hex4()?;
+        if (0xD800..0xDC00).contains(&code)
+            && (self.bump(), self.bump()) == (Some(b'\\'), Some(b'u'))
+        {
+            let low = self.hex4()?;
+            if (0xDC00..0xE000).contains(&low) {
+                code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00);
+            }
+        }
+        char::from_u32(code).map_or_else(|| self.error("invalid \\u escape"), Ok)
+    }
+
+    fn hex4(&mut self) -> Parse<u32> {
+        let mut value = 0;
+        for _ in 0..4 {
+            let digit = self.bump().and_then(|b| char::from(b).to_digit(16));
+            let Some(digit) = digit else {
+                return self.error("invalid \\u escape");
+            };
+            value = value * 16 + digit;
+        }
+        Ok(value)
+    }
+
+    /// A non-negative integer.
+    fn integer(&mut self) -> Parse<u64> {
+        let invalid = |r: &Self| r.error("expected a non-negative integer");
+        if !self.skip_ws().is_some_and(|b| b.is_ascii_digit()) {
+            return invalid(self);
+        }
+        let mut value: u64 = 0;
+        let mut digits = 0;
+        while let Some(digit) = self.peek().filter(u8::is_ascii_digit) {
+            self.at += 1;
+            digits += 1;
+            let next = value
+                .checked_mul(10)
+                .and_then(|v| v.checked_add(u64::from(digit - b'0')));
+            match next {
+                Some(v) if value > 0 || digits == 1 => value = v,
+                _ => return invalid(self),
+            }
+        }
+        // A leading zero was caught above (`0` then a digit); a fraction or exponent here.
+        if matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
+            return invalid(self);
+        }
+        Ok(value)
+    }
+
+    /// The value of a member this version does not define, skipped to its end: strings are
+    /// read (a quoted bracket or comma is no structure) and brackets counted. Not checked
+    /// further: such a member refuses the whole document anyway (`unknown key`, or the
+    /// version it comes with).
+    fn skip_value(&mut self) -> Parse<()> {
+        let mut depth = 0usize;
+        loop {
+            match self.skip_ws() {
+                None => return self.error("EOF while parsing"),
+                Some(b'"') => drop(self.string()?),
+                Some(b'{' | b'[') => {
+                    depth += 1;
+                    self.at += 1;
+                }
+                Some(b',' | b'}' | b']') if depth == 0 => return Ok(()),
+                Some(b'}' | b']') => {
+                    depth -= 1;
+                    self.at += 1;
+                }
+                Some(_) => self.at += 1,
+            }
+        }
+    }
+
+    /// An identifier (the key of a `revoked_jti` or `signed_out` entry), hashed.
+    fn identifier(&self, id: &str, key: Key) -> Parse<u64> {
+        if id.is_empty() || id.len() > MAX_ID_BYTES {
+            return self.error("an identifier must have 1 to 512 bytes");
+        }
+        Ok(keyed_hash(key, id))
+    }
+}
+
+/// Reads a whole document into [`Fields`]. `revoked_jti` entries past `until` + skew are
+/// dropped as they are read: no token carrying them can pass the `exp` check any more. A
+/// duplicate identifier is not an error (the list keeps it once: the safe reading).
+fn read_document(reader: &mut Reader<'_>, key: Key, now: u64, skew: u64) -> Parse<Fields> {
+    let mut fields = Fields::default();
+    reader.object(
+        "expected a revocation document (a JSON object)",
+        &mut |r: &mut Reader<'_>, name: String| {
+            let fresh = match name.as_str() {
+                "version" => fields.version.replace(r.integer()?).is_none(),
+                "generated_at" => fields.generated_at.replace(r.integer()?).is_none(),
+                "max_token_lifetime_seconds" => {
+                    fields.max_token_lifetime.replace(r.integer()?).is_none()
+                }
+                "revoked_jti" => {
+                    let (mut hashes, mut dropped) = (Vec::new(), 0);
+                    let expected =
+                        "expected revoked_jti: an object of identifier → until (Unix seconds)";
+                    r.object(expected, &mut |r, id| {
+                        let hash = r.identifier(&id, key)?;
+                        let until = r.integer()?;
+                        if now <= until.saturating_add(skew) {
+                            hashes.push(hash);
+                        } else {
+                            dropped += 1;
+                        }
+                        Ok(())
+                    })?;
+                    fields.revoked.replace((hashes, dropped)).is_none()
                 }
                 "signed_out" => {
-                    let seed = SignedOutSeed { key: self.key };
-                    fields
-                        .signed_out
-                        .replace(map.next_value_seed(seed)?)
-                        .is_none()
+                    let mut entries = Vec::new();
+                    let expected =
+                        "expected signed_out: an object of sub → sign-out instant (Unix seconds)";
+                    r.object(expected, &mut |r, sub| {
+                        let hash = r.identifier(&sub, key)?;
+                        entries.push((hash, r.integer()?));
+                        Ok(())
+                    })?;
+                    fields.signed_out.replace(entries).is_none()
                 }
-                other => {
-                    map.next_value::<IgnoredAny>()?;
+                _ => {
+                    r.skip_value()?;
                     if fields.unknown.is_none() {
-                        fields.unknown = Some(other.to_string());
+                        fields.unknown = Some(name.clone());
                     }
                     true
                 }
             };
-            if !fresh {
-                return Err(A::Error::custom(format!("key {name:?} appears twice")));
-            }
-        }
-        Ok(fields)
-    }
-}
-
-/// An identifier, hashed as it is read (no allocation for unescaped strings).
-struct IdSeed<'a> {
-    key: &'a RandomState,
-    section: &'static str,
-}
-
-impl<'de> DeserializeSeed<'de> for IdSeed<'_> {
-    type Value = u64;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<u64, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for IdSeed<'_> {
-    type Value = u64;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an identifier")
-    }
-
-    fn visit_str<E: serde::de::Error>(self, id: &str) -> Result<u64, E> {
-        if id.is_empty() || id.len() > MAX_ID_BYTES {
-            return Err(E::custom(format!(
-                "{}: an identifier must have 1 to {MAX_ID_BYTES} bytes",
-                self.section
-            )));
-        }
-        Ok(self.key.hash_one(id))
-    }
-}
-
-/// `revoked_jti`: identifier → until. Entries past `until` + skew are dropped as they are
-/// read: no token carrying them can pass the `exp` check any more.
-struct RevokedSeed<'a> {
-    key: &'a RandomState,
-    now: u64,
-    skew: u64,
-}
-
-impl<'de> DeserializeSeed<'de> for RevokedSeed<'_> {
-    type Value = (HashSet<u64, Prehashed>, usize);
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for RevokedSeed<'_> {
-    type Value = (HashSet<u64, Prehashed>, usize);
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("revoked_jti: an object of identifier → until (Unix seconds)")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut set = HashSet::with_hasher(Prehashed::default());
-        let mut dropped = 0;
-        let id_seed = || IdSeed {
-            key: self.key,
-            section: "revoked_jti",
-        };
-        while let Some(id) = map.next_key_seed(id_seed())? {
-            let until = map.next_value::<u64>()?;
-            // A duplicate identifier is not an error: keeping it listed is the safe reading.
-            if self.now <= until.saturating_add(self.skew) {
-                set.insert(id);
+            if fresh {
+                Ok(())
             } else {
-                dropped += 1;
+                r.error(&format!("key {name:?} appears twice"))
             }
-        }
-        Ok((set, dropped))
+        },
+    )?;
+    if reader.skip_ws().is_some() {
+        return reader.error("trailing characters");
     }
-}
-
-/// `signed_out`: `sub` → sign-out instant. Pruned after the whole document is read.
-struct SignedOutSeed<'a> {
-    key: &'a RandomState,
-}
-
-impl<'de> DeserializeSeed<'de> for SignedOutSeed<'_> {
-    type Value = HashMap<u64, u64, Prehashed>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for SignedOutSeed<'_> {
-    type Value = HashMap<u64, u64, Prehashed>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("signed_out: an object of sub → sign-out instant (Unix seconds)")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut table = HashMap::with_hasher(Prehashed::default());
-        let id_seed = || IdSeed {
-            key: self.key,
-            section: "signed_out",
-        };
-        while let Some(sub) = map.next_key_seed(id_seed())? {
-            let instant = map.next_value::<u64>()?;
-            // Listed twice: the later sign-out revokes more, so it is the safe reading.
-            let entry = table.entry(sub).or_insert(instant);
-            *entry = (*entry).max(instant);
-        }
-        Ok(table)
-    }
+    Ok(fields)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -699,10 +1009,28 @@ pub fn gate(
 /// A digest of a document's bytes: a refresh that brings the same bytes is not parsed or
 /// copied again. Deterministic (the same in every VM of the module).
 pub fn document_digest(body: &[u8]) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    h.write_usize(body.len());
-    h.write(body);
-    h.finish()
+    let mut digest = Digest::new(body.len());
+    digest.update(body);
+    digest.finish()
+}
+
+/// [`document_digest`] of a document read in pieces: the same value.
+pub struct Digest(std::hash::DefaultHasher);
+
+impl Digest {
+    pub fn new(len: usize) -> Digest {
+        let mut h = std::hash::DefaultHasher::new();
+        h.write_usize(len);
+        Digest(h)
+    }
+
+    pub fn update(&mut self, piece: &[u8]) {
+        self.0.write(piece);
+    }
+
+    pub fn finish(&self) -> u64 {
+        self.0.finish()
+    }
 }
 
 /// The small shared-data entry published with each fetched document:
@@ -991,19 +1319,19 @@ mod tests {
             ),
             (
                 r#"{"version":"1","generated_at":1,"max_token_lifetime_seconds":1}"#,
-                "invalid type",
+                "expected a non-negative integer",
             ),
             (
                 r#"{"version":1,"generated_at":1,"max_token_lifetime_seconds":1,"revoked_jti":{"a":1.5}}"#,
-                "invalid type",
+                "expected a non-negative integer",
             ),
             (
                 r#"{"version":1,"generated_at":1,"max_token_lifetime_seconds":1,"revoked_jti":{"a":-1}}"#,
-                "invalid value",
+                "expected a non-negative integer",
             ),
             (
                 r#"{"version":1,"generated_at":1,"max_token_lifetime_seconds":1,"revoked_jti":{"":1}}"#,
-                "revoked_jti: an identifier",
+                "an identifier must have 1 to 512 bytes",
             ),
             (
                 r#"{"version":1,"generated_at":1,"max_token_lifetime_seconds":1,"signed_out":["a"]}"#,
@@ -1011,7 +1339,7 @@ mod tests {
             ),
             (
                 r#"{"version":1,"generated_at":1,"max_token_lifetime_seconds":1,"signed_out":{"a":null}}"#,
-                "invalid type",
+                "expected a non-negative integer",
             ),
             (
                 r#"{"version":1,"generated_at":1,"max_token_lifetime_seconds":1} {}"#,
@@ -1021,6 +1349,40 @@ mod tests {
                 r#"{"version":1,"generated_at":1,"max_token_lifetime_seconds":1,"revoked_jti":{"a":1"#,
                 "EOF",
             ),
+            (
+                r#"{"version":01,"generated_at":1,"max_token_lifetime_seconds":1}"#,
+                "expected a non-negative integer",
+            ),
+            (
+                r#"{"version":1e0,"generated_at":1,"max_token_lifetime_seconds":1}"#,
+                "expected a non-negative integer",
+            ),
+            (
+                r#"{"version":18446744073709551616,"generated_at":1,"max_token_lifetime_seconds":1}"#,
+                "expected a non-negative integer",
+            ),
+            (
+                r#"{"version":1,"generated_at":1,"max_token_lifetime_seconds":1,"revoked_jti":{"a\q":1}}"#,
+                "invalid escape",
+            ),
+            (
+                r#"{"version":1,"generated_at":1,"max_token_lifetime_seconds":1,"revoked_jti":{"\ud800":1}}"#,
+                "invalid \\u escape",
+            ),
+            (
+                "{\"version\":1,\"generated_at\":1,\"max_token_lifetime_seconds\":1,\"revoked_jti\":{\"a\tb\":1}}",
+                "control character",
+            ),
+            (
+                r#"{"version":1,"generated_at":1 "max_token_lifetime_seconds":1}"#,
+                "expected ',' or '}'",
+            ),
+            (r#"{"version":1,}"#, "expected a key"),
+            (
+                r#"{"version":1,"generated_at":1,"max_token_lifetime_seconds":1,"x":[1,{"a":"]"}"#,
+                "EOF",
+            ),
+            (r#"{"version" 1}"#, "expected ':'"),
         ];
         for (json, reason) in cases {
             let e = refused(json);
@@ -1033,6 +1395,60 @@ mod tests {
                 "{json}: {e} lacks {reason:?}"
             );
         }
+    }
+
+    #[test]
+    fn unknown_members_of_any_kind_are_skipped_then_refused_by_name() {
+        let value = r#"{"a":[1,-2.5e+3,true,false,null,"s\"]},\u00e9"],"b":{}}"#;
+        let json = format!(
+            r#"{{"version":1,"extra":{value},"generated_at":1,"max_token_lifetime_seconds":1}}"#
+        );
+        assert!(refused(&json).to_string().contains("unknown key \"extra\""));
+        // Whatever else it holds, a newer version is reported as such.
+        let json = r#"{"future":[1,2],"version":2,"generated_at":1}"#;
+        assert_eq!(refused(json), DocumentError::UnsupportedVersion(2));
+    }
+
+    #[test]
+    fn identifiers_must_be_utf8_and_escapes_decode_to_the_same_identifier() {
+        let mut json = doc(r#""ab":9999999999"#, "").into_bytes();
+        let at = json.windows(2).position(|w| w == b"ab").unwrap();
+        json[at] = 0xff;
+        let e = RevocationList::parse(&json, &LIMITS, NOW).unwrap_err();
+        assert!(e.to_string().contains("invalid UTF-8"), "{e}");
+        let list = load(&doc(r#""\u00e9\ud83d\ude00\n":9999999999"#, ""));
+        let facts = TokenFacts {
+            jti: Some("é😀\n"),
+            ..Default::default()
+        };
+        assert_eq!(list.check(&facts), Err(Revoked::Jti));
+    }
+
+    #[test]
+    fn a_document_read_in_pieces_of_any_size_loads_the_same() {
+        let json = doc(
+            r#""j1":9999999999, "j2" : 9999999999"#,
+            &format!(r#""sub-alice":{}"#, NOW - 50),
+        );
+        for size in [1, 2, 3, 5, 64] {
+            let mut pieces = json.as_bytes().chunks(size);
+            let mut next = || pieces.next().map(<[u8]>::to_vec);
+            let digest = document_digest(json.as_bytes());
+            let list =
+                RevocationList::parse_pieces(&mut next, json.len(), digest, &LIMITS, NOW).unwrap();
+            assert_eq!((list.revoked_ids(), list.signed_out_users()), (2, 1));
+            assert_eq!(list.check(&alice()), Err(Revoked::SignedOut));
+        }
+        // The pieces end early (the host could not give the rest): refused.
+        let mut pieces = json.as_bytes().chunks(8).take(3);
+        let mut next = || pieces.next().map(<[u8]>::to_vec);
+        let short = RevocationList::parse_pieces(&mut next, json.len(), 0, &LIMITS, NOW);
+        assert!(short.unwrap_err().to_string().contains("EOF"));
+        // More bytes than announced: refused.
+        let mut whole = Some(json.clone().into_bytes());
+        let mut next = || whole.take();
+        let long = RevocationList::parse_pieces(&mut next, json.len() - 1, 0, &LIMITS, NOW);
+        assert!(long.unwrap_err().to_string().contains("not the"));
     }
 
     #[test]
@@ -1117,6 +1533,253 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(list.check(&unlisted), Ok(()));
+    }
+
+    // --- compact form ---
+
+    /// A list of every kind of entry, as the fetching VM publishes it.
+    fn mixed() -> RevocationList {
+        load(&doc(
+            r#""j1":9999999999,"j2":9999999999,"o1":9999999999"#,
+            &format!(r#""sub-alice":{},"sub-bob":{}"#, NOW - 50, NOW - 10),
+        ))
+    }
+
+    #[test]
+    fn the_compact_form_round_trips_and_answers_alike() {
+        let list = mixed();
+        let bytes = list.encoded().to_vec();
+        assert_eq!(bytes.len(), HEADER_BYTES + 3 * 8 + 2 * 16);
+        assert_eq!(bytes.get(..8), Some(&LIST_MAGIC[..]));
+        let copy = RevocationList::decode(bytes).unwrap();
+        assert_eq!(copy, list);
+        assert_eq!((copy.revoked_ids(), copy.signed_out_users()), (3, 2));
+        assert_eq!(copy.generated_at(), NOW);
+        assert_eq!(copy.digest(), list.digest());
+        assert_eq!(copy.check(&alice()), Err(Revoked::SignedOut));
+        let j2 = TokenFacts {
+            jti: Some("j2"),
+            ..Default::default()
+        };
+        assert_eq!(copy.check(&j2), Err(Revoked::Jti));
+    }
+
+    #[test]
+    fn the_digest_is_the_documents() {
+        let json = doc(r#""j1":9999999999"#, "");
+        assert_eq!(load(&json).digest(), document_digest(json.as_bytes()));
+        let mut whole = Some(json.clone().into_bytes());
+        let mut next = || whole.take();
+        let digested =
+            RevocationList::parse_pieces(&mut next, json.len(), 42, &LIMITS, NOW).unwrap();
+        assert_eq!(digested.digest(), 42);
+    }
+
+    #[test]
+    fn a_digest_taken_in_pieces_is_the_digest_of_the_whole() {
+        let json = doc(r#""j1":9999999999,"j2":9999999999"#, r#""s":1"#);
+        for piece in [1, 7, 8, 64, json.len()] {
+            let mut digest = Digest::new(json.len());
+            for chunk in json.as_bytes().chunks(piece) {
+                digest.update(chunk);
+            }
+            assert_eq!(digest.finish(), document_digest(json.as_bytes()), "{piece}");
+        }
+    }
+
+    #[test]
+    fn heapsort_sorts() {
+        let mut rng = Rng(7);
+        for len in [0, 1, 2, 3, 10, 257, 1000] {
+            let mut v: Vec<u64> = (0..len).map(|_| rng.next() % 50).collect();
+            let mut expected = v.clone();
+            expected.sort();
+            heapsort(&mut v);
+            assert_eq!(v, expected, "{len}");
+        }
+    }
+
+    #[test]
+    fn every_truncation_and_any_extra_byte_is_refused() {
+        let bytes = mixed().encoded().to_vec();
+        for n in 0..bytes.len() {
+            assert_eq!(
+                RevocationList::decode(bytes[..n].to_vec()),
+                None,
+                "{n} bytes"
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(RevocationList::decode(longer), None);
+        let empty = load(&doc("", ""));
+        assert_eq!(empty.encoded().len(), HEADER_BYTES);
+        assert!(RevocationList::decode(empty.encoded().to_vec()).is_some());
+    }
+
+    #[test]
+    fn another_magic_or_format_version_is_refused() {
+        let bytes = mixed().encoded().to_vec();
+        for at in 0..8 {
+            let mut other = bytes.clone();
+            other[at] ^= 1;
+            assert_eq!(RevocationList::decode(other), None, "byte {at}");
+        }
+        // A document (what earlier modules published) is not a list.
+        let json = doc(r#""j1":9999999999"#, "");
+        assert_eq!(RevocationList::decode(json.into_bytes()), None);
+    }
+
+    #[test]
+    fn counts_that_disagree_with_the_length_are_refused() {
+        let bytes = mixed().encoded().to_vec();
+        for (at, value) in [
+            (48, 2u32),
+            (48, 4),
+            (52, 1),
+            (52, 3),
+            (48, u32::MAX),
+            (52, u32::MAX),
+        ] {
+            let mut other = bytes.clone();
+            other[at..at + 4].copy_from_slice(&value.to_le_bytes());
+            assert_eq!(
+                RevocationList::decode(other),
+                None,
+                "count at {at} = {value}"
+            );
+        }
+    }
+
+    /// Overwrites the u64 at byte `at`.
+    fn set_word(bytes: &mut [u8], at: usize, value: u64) {
+        bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
+    }
+
+    fn word(bytes: &[u8], at: usize) -> u64 {
+        u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap())
+    }
+
+    #[test]
+    fn entries_out_of_order_or_repeated_are_refused() {
+        let bytes = mixed().encoded().to_vec();
+        let revoked = |i: usize| HEADER_BYTES + 8 * i;
+        let signed = |i: usize| HEADER_BYTES + 8 * 3 + 16 * i;
+        assert!(word(&bytes, revoked(0)) < word(&bytes, revoked(1)));
+        assert!(word(&bytes, revoked(1)) < word(&bytes, revoked(2)));
+        assert!(word(&bytes, signed(0)) < word(&bytes, signed(1)));
+        // Swapped, or one entry repeated, in either section.
+        let mut swapped = bytes.clone();
+        let (a, b) = (word(&bytes, revoked(0)), word(&bytes, revoked(1)));
+        set_word(&mut swapped, revoked(0), b);
+        set_word(&mut swapped, revoked(1), a);
+        assert_eq!(RevocationList::decode(swapped), None);
+        let mut repeated = bytes.clone();
+        set_word(&mut repeated, revoked(2), word(&bytes, revoked(1)));
+        assert_eq!(RevocationList::decode(repeated), None);
+        let mut swapped = bytes.clone();
+        let (a, b) = (word(&bytes, signed(0)), word(&bytes, signed(1)));
+        set_word(&mut swapped, signed(0), b);
+        set_word(&mut swapped, signed(1), a);
+        assert_eq!(RevocationList::decode(swapped), None);
+        let mut repeated = bytes.clone();
+        set_word(&mut repeated, signed(1), word(&bytes, signed(0)));
+        assert_eq!(RevocationList::decode(repeated), None);
+        // The instants are values, in any order.
+        let mut instants = bytes.clone();
+        set_word(&mut instants, signed(0) + 8, u64::MAX);
+        set_word(&mut instants, signed(1) + 8, 0);
+        assert!(RevocationList::decode(instants).is_some());
+    }
+
+    #[test]
+    fn each_document_gets_its_own_key_and_the_key_is_not_printed() {
+        let json = doc(r#""j1":9999999999"#, "");
+        let (a, b) = (load(&json), load(&json));
+        assert_ne!(a.encoded()[16..32], b.encoded()[16..32]);
+        assert_ne!(a.encoded()[56..64], b.encoded()[56..64]);
+        let key = word(a.encoded(), 16);
+        let printed = format!("{a:?}");
+        assert!(!printed.contains(&key.to_string()), "{printed}");
+        assert!(!printed.contains(&format!("{key:x}")), "{printed}");
+    }
+
+    /// A small deterministic generator (xorshift), so the test needs no dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    #[test]
+    fn lookups_answer_as_sets_of_the_identifiers_would() {
+        use std::collections::{HashMap, HashSet};
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for round in 0..20 {
+            let id = |rng: &mut Rng| format!("id-{}", rng.next() % 3000);
+            let (mut revoked, mut signed_out) = (Vec::new(), Vec::new());
+            let mut listed = HashSet::new();
+            let mut sign_outs: HashMap<String, u64> = HashMap::new();
+            for _ in 0..(rng.next() % 800) {
+                let jti = id(&mut rng);
+                // Some expired on arrival: dropped, unless listed live as well.
+                let until = if rng.next().is_multiple_of(4) {
+                    NOW - 61
+                } else {
+                    NOW + 10
+                };
+                if until == NOW + 10 {
+                    listed.insert(jti.clone());
+                }
+                revoked.push(format!(r#""{jti}":{until}"#));
+            }
+            for _ in 0..(rng.next() % 800) {
+                let sub = id(&mut rng);
+                let instant = NOW - rng.next() % 7200;
+                signed_out.push(format!(r#""{sub}":{instant}"#));
+                let entry = sign_outs.entry(sub).or_insert(instant);
+                *entry = (*entry).max(instant);
+            }
+            sign_outs.retain(|_, instant| NOW <= *instant + 3600 + 60);
+            let list = load(&doc(&revoked.join(","), &signed_out.join(",")));
+            let list = RevocationList::decode(list.encoded().to_vec()).unwrap();
+            assert_eq!(list.revoked_ids(), listed.len(), "round {round}");
+            assert_eq!(list.signed_out_users(), sign_outs.len(), "round {round}");
+            for n in 0..3000 {
+                let name = format!("id-{n}");
+                let issued = NOW - rng.next() % 7200;
+                let facts = TokenFacts {
+                    jti: Some(&name),
+                    ..Default::default()
+                };
+                assert_eq!(
+                    list.check(&facts).is_err(),
+                    listed.contains(&name),
+                    "{name}"
+                );
+                let origin = TokenFacts {
+                    origin_jti: Some(&name),
+                    ..Default::default()
+                };
+                assert_eq!(
+                    list.check(&origin).is_err(),
+                    listed.contains(&name),
+                    "{name}"
+                );
+                let user = TokenFacts {
+                    sub: Some(&name),
+                    auth_time: Some(issued),
+                    ..Default::default()
+                };
+                let expected = sign_outs.get(&name).is_some_and(|t| issued < *t);
+                assert_eq!(list.check(&user).is_err(), expected, "{name} at {issued}");
+            }
+        }
     }
 
     // --- configuration block ---

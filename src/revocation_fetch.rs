@@ -3,10 +3,10 @@
 //! answer means, and what it changes here and for the other VMs. The glue only dispatches
 //! the callout and logs what these steps report.
 
-use crate::key_fetch::{CalloutAnswer, FetchRequest};
-use crate::revocation::{document_digest, RevocationList, Stamp};
+use crate::key_fetch::{CalloutAnswer, CalloutBody, FetchRequest};
+use crate::revocation::{Digest, RevocationList, Stamp, PIECE_BYTES};
 use crate::shared_keys::SharedData;
-use crate::vm::VmState;
+use crate::vm::{SourceSlot, VmState};
 
 /// What a revocation callout answer did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +23,41 @@ pub enum RevocationResult {
     Unchanged,
     /// Not usable: the previous list (if any) stays; retried with backoff.
     Failed { why: String, keeping_list: bool },
+}
+
+/// A callout body of `size` bytes, read from the host [`PIECE_BYTES`] at a time.
+struct Pieces<'a> {
+    body: &'a dyn CalloutBody,
+    size: usize,
+    at: usize,
+}
+
+impl<'a> Pieces<'a> {
+    fn new(body: &'a dyn CalloutBody, size: usize) -> Self {
+        Pieces { body, size, at: 0 }
+    }
+
+    /// The next piece; `None` at the end, or when the host cannot give it (then `at` tells
+    /// the bytes read short of `size`).
+    fn next(&mut self) -> Option<Vec<u8>> {
+        let len = PIECE_BYTES.min(self.size.saturating_sub(self.at));
+        if len == 0 {
+            return None;
+        }
+        let piece = self.body.read(self.at, len)?;
+        self.at += piece.len();
+        Some(piece)
+    }
+}
+
+/// [`crate::revocation::document_digest`] of a body of `size` bytes, read in pieces.
+fn body_digest(body: &dyn CalloutBody, size: usize) -> Option<u64> {
+    let mut digest = Digest::new(size);
+    let mut pieces = Pieces::new(body, size);
+    while let Some(piece) = pieces.next() {
+        digest.update(&piece);
+    }
+    (pieces.at == size).then(|| digest.finish())
 }
 
 impl<S: SharedData + Clone> VmState<S> {
@@ -57,15 +92,15 @@ impl<S: SharedData + Clone> VmState<S> {
     }
 
     /// The answer to this VM's fetch of revocation source `source` (`body`: read only if
-    /// [`Self::wants_revocation_body`]). A valid document is published for every VM, then the
-    /// lease released; a malformed, oversized or other-version one never replaces the list
-    /// in force.
+    /// [`Self::wants_revocation_body`]). A valid document's list is published for every VM,
+    /// then the lease released; a malformed, oversized or other-version one never replaces
+    /// the list in force.
     pub fn revocation_answer(
         &mut self,
         source: usize,
         now_ms: u64,
         answer: CalloutAnswer<'_>,
-        body: &[u8],
+        body: &dyn CalloutBody,
         jitter: u64,
     ) -> RevocationResult {
         let Some(limits) = self
@@ -79,7 +114,7 @@ impl<S: SharedData + Clone> VmState<S> {
                 keeping_list: false,
             };
         };
-        let known_digest = self.sources.get(source).and_then(|slot| slot.digest);
+        let known_digest = self.sources.get(source).and_then(SourceSlot::digest);
         let parsed = match answer.status {
             None => Err("no answer (timeout or connection failure)".to_string()),
             Some(status) if status != "200" => Err(format!("status {status}")),
@@ -88,14 +123,21 @@ impl<S: SharedData + Clone> VmState<S> {
                 answer.body_size, limits.max_bytes
             )),
             Some(_) => {
-                let digest = document_digest(body);
-                if Some(digest) == known_digest {
+                // Two passes over the host's copy, in pieces: the digest, then (for a new
+                // document) the streaming parse.
+                let size = answer.body_size;
+                match body_digest(body, size) {
+                    None => Err(format!("body of {size} bytes could not be read")),
                     // The very document in use: validated already, nothing to parse.
-                    Ok((digest, None))
-                } else {
-                    RevocationList::parse(body, &limits, now_ms / 1000)
-                        .map(|list| (digest, Some(list)))
-                        .map_err(|e| e.to_string())
+                    Some(digest) if Some(digest) == known_digest => Ok((digest, None)),
+                    Some(digest) => {
+                        let mut pieces = Pieces::new(body, size);
+                        let mut next = || pieces.next();
+                        let now = now_ms / 1000;
+                        RevocationList::parse_pieces(&mut next, size, digest, &limits, now)
+                            .map(|list| (digest, Some(list)))
+                            .map_err(|e| e.to_string())
+                    }
                 }
             }
         };
@@ -108,12 +150,15 @@ impl<S: SharedData + Clone> VmState<S> {
         let timing = slot.timing;
         match parsed {
             Ok((digest, list)) => {
-                // Publish first, then release the lease: other workers pick it up.
+                // Publish first, then release the lease: other workers pick it up. What is
+                // published is the list (its compact form), never the document.
                 let stamp = Stamp {
                     fetched_at_ms: now_ms,
                     digest,
                 };
-                slot.stamp_cas = slot.shared.publish(body, stamp);
+                let published = list.as_ref().or(slot.list.keys().map(|rc| &**rc));
+                let encoded = published.map_or(&[][..], RevocationList::encoded);
+                slot.stamp_cas = slot.shared.publish(encoded, stamp);
                 slot.shared
                     .entries
                     .fetch_succeeded(&mut slot.list, now_ms, &timing);
@@ -121,13 +166,12 @@ impl<S: SharedData + Clone> VmState<S> {
                     Some(list) => {
                         let loaded = RevocationResult::Loaded {
                             generated_at: list.generated_at(),
-                            bytes: body.len(),
+                            bytes: answer.body_size,
                             revoked_ids: list.revoked_ids(),
                             signed_out_users: list.signed_out_users(),
                             dropped_expired: list.dropped_expired(),
                         };
                         slot.list.set_keys(list, now_ms);
-                        slot.digest = Some(digest);
                         loaded
                     }
                     None => {

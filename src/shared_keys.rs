@@ -10,10 +10,15 @@
 //! picks up another pool's keys after a reload.
 //!
 //! A revocation source ([`SharedRevocations`]) has the same two entries under its own names
-//! (`cognito_authorizer.revocations_schedule|…`, `cognito_authorizer.revocations|…`, keyed by
-//! cluster, URI and fetch settings), plus a small stamp (`cognito_authorizer.revocations_stamp|…`: fetch time
-//! and digest of the document) that workers read on every tick instead of the document,
-//! which can be megabytes.
+//! (`cognito_authorizer.revocation_list_schedule|…`, `cognito_authorizer.revocation_list|…`,
+//! keyed by cluster, URI and fetch settings), plus a small stamp
+//! (`cognito_authorizer.revocation_list_stamp|…`: fetch time and digest of the document) that
+//! workers read on every tick instead of the list, which can be megabytes. The published value
+//! is the validated list in its compact form (`revocation`), not the document: no VM but the
+//! one that fetched it ever holds the document. These names are not the ones of the modules
+//! that published the document itself (`revocations|…`), so a VM of this module never reads
+//! such a value, nor shares a fetch lease with such a module during a reload. (Shared data is
+//! the memory of one Envoy process: a hot restart's new process starts without it.)
 //!
 //! Envoy's shared data has one trap: a write to a key that does not exist yet ignores the
 //! CAS and always succeeds. Two VMs that both saw "absent" would both win a lease taken by
@@ -66,13 +71,13 @@ impl<S: SharedData> SharedKeys<S> {
         }
     }
 
-    /// The schedule and document entries of a revocation source.
+    /// The schedule and list entries of a revocation source.
     pub fn for_revocations(source: &RevocationSource, store: S) -> Self {
         let identity = revocation_identity(source);
         SharedKeys {
             store,
-            schedule: format!("cognito_authorizer.revocations_schedule|{identity}"),
-            envelope: format!("cognito_authorizer.revocations|{identity}"),
+            schedule: format!("cognito_authorizer.revocation_list_schedule|{identity}"),
+            envelope: format!("cognito_authorizer.revocation_list|{identity}"),
         }
     }
 
@@ -217,8 +222,8 @@ fn revocation_identity(source: &RevocationSource) -> String {
     )
 }
 
-/// A revocation source's entries: the schedule and the document (as for keys) and the
-/// stamp that announces each publication.
+/// A revocation source's entries: the schedule and the list (as for keys) and the stamp
+/// that announces each publication.
 #[derive(Debug, Clone)]
 pub struct SharedRevocations<S> {
     pub entries: SharedKeys<S>,
@@ -231,7 +236,7 @@ impl<S: SharedData + Clone> SharedRevocations<S> {
         SharedRevocations {
             entries: SharedKeys::for_revocations(source, store.clone()),
             stamp: format!(
-                "cognito_authorizer.revocations_stamp|{}",
+                "cognito_authorizer.revocation_list_stamp|{}",
                 revocation_identity(source)
             ),
             store,
@@ -244,18 +249,18 @@ impl<S: SharedData + Clone> SharedRevocations<S> {
         Some((Stamp::decode(&bytes)?, cas))
     }
 
-    /// Publishes a validated document (its bytes as fetched) fetched at
-    /// `stamp.fetched_at_ms`: the document first (unless the same bytes are already
-    /// published), then the stamp, so a worker that sees the stamp finds the document.
+    /// Publishes a validated list (its compact form) of the document fetched at
+    /// `stamp.fetched_at_ms`: the list first (unless the list of the same document is already
+    /// published), then the stamp, so a worker that sees the stamp finds the list.
     /// Returns the stamp's CAS.
-    pub fn publish(&self, document: &[u8], stamp: Stamp) -> Option<u32> {
-        // A stamp is only ever written after its document: the same digest means the same
-        // bytes are in place (and reading them back to check would copy megabytes).
+    pub fn publish(&self, list: &[u8], stamp: Stamp) -> Option<u32> {
+        // A stamp is only ever written after its list: the same digest means the list of the
+        // same document is in place (and reading it back to check would copy megabytes).
         let same = self
             .stamp()
             .is_some_and(|(old, _)| old.digest == stamp.digest);
         if !same {
-            self.entries.publish(document)?;
+            self.entries.publish(list)?;
         }
         self.store
             .set(&self.stamp, stamp.encode().as_bytes(), None)

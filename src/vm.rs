@@ -13,7 +13,7 @@ use crate::cache::TokenCache;
 use crate::config::Config;
 use crate::jwks::{parse_jwks, KeySet};
 use crate::keys::{decode_envelope, KeyTiming, PoolKeys};
-use crate::revocation::{document_digest, DocumentLimits, RevocationList, Stamp};
+use crate::revocation::{RevocationList, Stamp};
 use crate::shared_keys::{SharedData, SharedKeys, SharedRevocations};
 use crate::verify::VerifiedToken;
 
@@ -52,50 +52,46 @@ pub struct SourceSlot<S> {
     pub timing: KeyTiming,
     /// CAS of the stamp last acted upon.
     pub stamp_cas: Option<u32>,
-    /// Digest of the document the installed list was parsed from.
-    pub digest: Option<u64>,
+}
+
+impl<S> SourceSlot<S> {
+    /// Digest of the document the installed list came from.
+    pub fn digest(&self) -> Option<u64> {
+        self.list.keys().map(|list| list.digest())
+    }
 }
 
 impl<S: SharedData + Clone> SourceSlot<S> {
-    /// Takes a publication announced by `stamp`: the same bytes only refresh the list's
-    /// age; new bytes are read from shared data and parsed. A document that does not load
-    /// leaves the previous list in force.
-    fn take_published(
-        &mut self,
-        index: usize,
-        stamp: Stamp,
-        cas: u32,
-        limits: &DocumentLimits,
-        now_ms: u64,
-    ) {
-        if Some(stamp.digest) == self.digest {
+    /// Takes a publication announced by `stamp`: the same document only refreshes the list's
+    /// age; a new one's list is read from shared data and used as it is (its compact form is
+    /// the list: nothing is parsed). A value that is not a list leaves the previous list in
+    /// force.
+    fn take_published(&mut self, index: usize, stamp: Stamp, cas: u32) {
+        if Some(stamp.digest) == self.digest() {
             self.list.refreshed(stamp.fetched_at_ms);
             self.stamp_cas = Some(cas);
             return;
         }
-        // The document as fetched (its fetch time is in the stamp).
-        let Some((body, _)) = self.shared.entries.envelope() else {
+        // The list of the document as fetched (its fetch time is in the stamp).
+        let Some((bytes, _)) = self.shared.entries.envelope() else {
             return;
         };
-        if document_digest(&body) != stamp.digest {
+        let Some(list) = RevocationList::decode(bytes) else {
+            self.stamp_cas = Some(cas);
+            warn!("revocations #{index}: published list unusable; keeping the previous one");
+            return;
+        };
+        if list.digest() != stamp.digest {
             // Published after the stamp was read: its own stamp comes next tick.
             return;
         }
         self.stamp_cas = Some(cas);
-        match RevocationList::parse(&body, limits, now_ms / 1000) {
-            Ok(list) => {
-                debug!(
-                    "revocations #{index}: using the document published in shared data: {} revoked ids, {} signed-out users",
-                    list.revoked_ids(),
-                    list.signed_out_users()
-                );
-                self.list.set_keys(list, stamp.fetched_at_ms);
-                self.digest = Some(stamp.digest);
-            }
-            Err(e) => warn!(
-                "revocations #{index}: published document not loaded ({e}); keeping the previous list"
-            ),
-        }
+        debug!(
+            "revocations #{index}: using the document published in shared data: {} revoked ids, {} signed-out users",
+            list.revoked_ids(),
+            list.signed_out_users()
+        );
+        self.list.set_keys(list, stamp.fetched_at_ms);
     }
 }
 
@@ -195,7 +191,6 @@ impl<S: SharedData + Clone> VmState<S> {
                     shared: SharedRevocations::for_source(src, store.clone()),
                     timing: src.timing(),
                     stamp_cas: None,
-                    digest: None,
                 })
                 .collect(),
             cache: TokenCache::new(config.token_cache_size),
@@ -233,27 +228,18 @@ impl<S: SharedData + Clone> VmState<S> {
         Some(vm)
     }
 
-    /// Brings one revocation source up to date with shared data: a document another VM
-    /// published is parsed and installed (only when its bytes changed: the stamp carries
-    /// their digest); the schedule is observed. Called on the tick, never inside a request:
-    /// parsing a large document takes milliseconds.
-    pub fn sync_source(&mut self, index: usize, now_ms: u64) {
-        let skew = self.config.clock_skew_seconds;
-        let Some(limits) = self
-            .config
-            .revocation_sources
-            .get(index)
-            .map(|src| src.limits(skew))
-        else {
-            return;
-        };
+    /// Brings one revocation source up to date with shared data: the list of a document
+    /// another VM published is read and installed (only when the document changed: the stamp
+    /// carries its digest); the schedule is observed. Called on the tick, never inside a
+    /// request: reading and checking a large list takes a millisecond.
+    pub fn sync_source(&mut self, index: usize) {
         let Some(slot) = self.sources.get_mut(index) else {
             return;
         };
         let schedule = slot.shared.entries.schedule();
         if let Some((stamp, cas)) = slot.shared.stamp() {
             if Some(cas) != slot.stamp_cas {
-                slot.take_published(index, stamp, cas, &limits, now_ms);
+                slot.take_published(index, stamp, cas);
             }
         }
         slot.list.observe(schedule);
@@ -266,7 +252,7 @@ impl<S: SharedData + Clone> VmState<S> {
         for slot in &self.sources {
             slot.shared.entries.ensure_schedule();
         }
-        self.sync_sources(now_ms);
+        self.sync_sources();
         for slot in &self.sources {
             let entries = &slot.shared.entries;
             entries.fit_refresh(&slot.list, now_ms, &slot.timing);
@@ -274,9 +260,9 @@ impl<S: SharedData + Clone> VmState<S> {
     }
 
     /// Brings every revocation source up to date with shared data.
-    pub fn sync_sources(&mut self, now_ms: u64) {
+    pub fn sync_sources(&mut self) {
         for index in 0..self.sources.len() {
-            self.sync_source(index, now_ms);
+            self.sync_source(index);
         }
     }
 }
@@ -469,7 +455,7 @@ pub(crate) mod tests {
             body_size: body.len(),
         };
         let fetch = crate::fetch::Fetch::Jwks(0);
-        let counted = first.take_answer(fetch, 5, answer, body, 0, || 5);
+        let counted = first.take_answer(fetch, 5, answer, &body, 0, || 5);
         assert_eq!(counted, (crate::metrics::Counter::JwksFetchOk, Some(0)));
         let second = VmState::configure(PLAIN.as_bytes(), store, 2, 10).unwrap();
         assert_eq!(

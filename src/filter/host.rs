@@ -6,9 +6,10 @@ use std::cell::Cell;
 use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{MapType, MetricType};
+use proxy_wasm::types::{BufferType, MapType, MetricType};
 
 use crate::config::Config;
+use crate::key_fetch::CalloutBody;
 use crate::metrics::{self, Count, Gauge, MetricIds};
 use crate::request::RequestHeaders;
 use crate::signature::{decode_verify_result, encode_verify_arguments, HostBackend, HostCheck};
@@ -76,6 +77,16 @@ pub fn callout_response_header(name: &str) -> Option<String> {
         .ok()
         .flatten()
         .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The body of the callout answer being handled, read from the host in pieces.
+pub struct CalloutResponseBody;
+
+impl CalloutBody for CalloutResponseBody {
+    fn read(&self, start: usize, len: usize) -> Option<Vec<u8>> {
+        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, start, len);
+        body.ok().flatten().filter(|bytes| bytes.len() == len)
+    }
 }
 
 /// Sets (or, with `None`, removes) a request header.

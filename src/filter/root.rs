@@ -18,7 +18,7 @@ use super::shared::HostSharedData;
 use super::{SharedState, Vm};
 use crate::config::SignatureBackendChoice;
 use crate::fetch::Fetch;
-use crate::key_fetch::CalloutAnswer;
+use crate::key_fetch::{CalloutAnswer, CalloutBody};
 use crate::vm::{Tick, VmState};
 
 pub struct Root {
@@ -100,14 +100,17 @@ impl Context for Root {
             body_size,
         };
         let wanted = state.borrow().core.wants_answer_body(fetch, answer);
-        let body = wanted.then(|| self.get_http_call_response_body(0, body_size));
-        let body = body.flatten().unwrap_or_default();
+        let body: &dyn CalloutBody = if wanted {
+            &host::CalloutResponseBody
+        } else {
+            &[]
+        };
         {
             let mut vm = state.borrow_mut();
             let jitter = host::jitter();
             let count = vm
                 .core
-                .take_answer(fetch, now, answer, &body, jitter, now_ms);
+                .take_answer(fetch, now, answer, body, jitter, now_ms);
             vm.metrics.count(count);
             vm.report_key_counts();
         }
@@ -164,7 +167,7 @@ impl RootContext for Root {
         let period = {
             let mut vm = state.borrow_mut();
             vm.core.sync_pools();
-            vm.core.sync_sources(now_ms());
+            vm.core.sync_sources();
             vm.report_key_counts();
             vm.core.ticked()
         };

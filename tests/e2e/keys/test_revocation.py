@@ -433,7 +433,7 @@ def test_100000_entries_load_within_the_documented_bounds(
     documents.serve_raw(body)
     took = installed_everywhere(envoy, 50_000, 50_000, served_at)
     on_every_worker(envoy, upstream, token, assert_revoked)
-    time.sleep(2.5)  # every VM has parsed it, and it was refetched once (unchanged)
+    time.sleep(2.5)  # every VM has installed it, and it was refetched once (unchanged)
     rss_after = envoy.rss_bytes() // 1024
     reads = [
         int(line.split("read in ")[1].split(" ms")[0])
@@ -447,8 +447,10 @@ def test_100000_entries_load_within_the_documented_bounds(
     assert reads and max(reads) <= 500, reads
     # refresh + 1 s, plus the parse of 100,000 entries in the fetching VM and in the others
     assert took <= 2 + 1 + 0.25, took
-    # Envoy with 2 workers: 3 VMs, each holding a copy of the document while parsing it
-    # (wasm memory never shrinks) and its list, plus Envoy's shared-data copy.
-    assert delta_mib <= 64, delta_mib
+    # Envoy with 2 workers: 3 VMs, each holding the 1.2 MB list (the fetching VM also what
+    # loading needed; wasm memory never shrinks), Envoy's shared-data copy of the list, and
+    # Envoy's own handling of the 5.2 MB callout answer (about 13-15 MiB of the 17-18 MiB
+    # measured: README "Revocation").
+    assert delta_mib <= 24, delta_mib
     upstream.clear()
     assert_allowed(envoy.request("/r", bearer(kept)), upstream)
