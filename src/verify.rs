@@ -1116,6 +1116,68 @@ mod tests {
         assert_eq!(check(&t), Err(AuthError::ClaimType("aud")));
     }
 
+    /// The fresh-token path's own cost (README "Benchmarks"): `inspect`, `verify_signature`
+    /// and the claim headers of a Cognito-shaped access and id token, with the signature
+    /// answered by a host that says yes (Envoy's `verify_signature` is outside the module) and
+    /// with the module's own RS256. Prints only: `cargo test --release --lib
+    /// fresh_token_check_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn fresh_token_check_cost() {
+        use std::hint::black_box;
+        use std::time::Instant;
+        let c = Config::parse(
+            json!({"user_pools": [{"user_pool_id": POOL, "client_ids": [CLIENT], "jwks_cluster": "c"}],
+                   "claims_to_headers": {"sub": "x-cognito-sub", "cognito:groups": "x-cognito-groups",
+                                         "username": "x-cognito-username"}})
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap()
+        .0;
+        let ks = keys();
+        let access = sign(
+            &id_header(),
+            &json!({
+                "sub": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", "cognito:groups": ["admins", "ops"],
+                "iss": ISS, "version": 2, "client_id": CLIENT,
+                "origin_jti": "bbbbbbbb-cccc-dddd-eeee-ffffffffffff", "event_id": "cccccccc-dddd-eeee-ffff-000000000000",
+                "token_use": "access", "scope": "aws.cognito.signin.user.admin api/read api/write",
+                "auth_time": NOW - 10, "exp": NOW + 3600, "iat": NOW - 10,
+                "jti": "dddddddd-eeee-ffff-0000-111111111111", "username": "alice"
+            }),
+        );
+        let id = sign(
+            &id_header(),
+            &json!({
+                "sub": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", "cognito:groups": ["admins", "ops"],
+                "email_verified": true, "iss": ISS, "cognito:username": "alice",
+                "origin_jti": "bbbbbbbb-cccc-dddd-eeee-ffffffffffff", "aud": CLIENT,
+                "event_id": "cccccccc-dddd-eeee-ffff-000000000000", "token_use": "id",
+                "auth_time": NOW - 10, "exp": NOW + 3600, "iat": NOW - 10,
+                "jti": "eeeeeeee-ffff-0000-1111-222222222222", "email": "alice@example.com"
+            }),
+        );
+        let host = FixedHost(Some(true), Default::default());
+        let run = |token: &str, backend: &dyn SignatureBackend, n: u32| {
+            let start = Instant::now();
+            for _ in 0..n {
+                let u = inspect(black_box(token), &c).unwrap();
+                let v = verify_signature(u, &ks, &c, NOW, backend).unwrap();
+                black_box(crate::identity::claim_headers(&c.claims_to_headers, &v));
+            }
+            start.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+        };
+        for (name, token) in [("access", &access), ("id", &id)] {
+            let host_us = run(token, &host, 20_000);
+            let module_us = run(token, &NoHostCrypto, 2_000);
+            println!(
+                "fresh {name} token ({} bytes): {host_us:.2} us with the host's signature check (not counted), {module_us:.1} us with the module's RS256",
+                token.len()
+            );
+        }
+    }
+
     #[test]
     fn scp_list_or_string_gives_scopes_for_other_issuers() {
         let m = |v: Value| v.as_object().unwrap().clone();
