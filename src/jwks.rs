@@ -526,6 +526,35 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn each_key_is_read_as_a_json_value_read_whole_would_be() {
+        let key = test_key(0);
+        let good = rsa_jwk(key, "good", None).to_string();
+        // A repeated member counts once, the last; `null` is absent; any other type skips
+        // the key (and only that key).
+        let last_kid =
+            format!(r#"{{"kid":5,{}"#, &good[1..]).replace(r#""kid":"good""#, r#""kid":"last""#);
+        let body = format!(
+            r#"{{"keys":[{good},{last_kid},{},{},[1],"x",null,7,-1,1.5,true,{{"kid":{{}}}}]}}"#,
+            good.replace(r#""kid":"good""#, r#""kid":"nullalg","alg":null"#),
+            good.replace(r#""kid":"good""#, r#""kid":"badalg","alg":["RS256"]"#),
+        );
+        let parsed = parse_jwks(body.as_bytes(), 1 << 20).unwrap();
+        assert_eq!(parsed.keys.kids(), ["good", "last", "nullalg"]);
+        assert_eq!(parsed.skipped.len(), 9, "{:?}", parsed.skipped);
+        assert!(parsed
+            .skipped
+            .iter()
+            .any(|s| s.contains("alg is not a string")));
+        assert!(parsed
+            .skipped
+            .iter()
+            .any(|s| s.contains("invalid type: string \"x\"")));
+        // Malformed JSON anywhere, read or not, refuses the set.
+        let body = format!(r#"{{"keys":[{},{{"other":1e400}}]}}"#, good);
+        assert!(parse_jwks(body.as_bytes(), 1 << 20).is_err());
+    }
+
+    #[test]
     fn duplicate_kid_drops_both_keys() {
         let a = RS256KeyPair::generate(2048).unwrap();
         let b = RS256KeyPair::generate(2048).unwrap();

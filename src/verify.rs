@@ -1119,6 +1119,88 @@ mod tests {
         assert_eq!(check(&t), Err(AuthError::ClaimType("aud")));
     }
 
+    #[test]
+    fn configured_claims_become_headers_and_rule_values_as_before() {
+        let c = Config::parse(
+            json!({"user_pools": [{"user_pool_id": POOL, "client_ids": [CLIENT], "jwks_cluster": "c"}],
+                   "claims_to_headers": {"sub": "x-sub", "aud": "x-aud", "auth_time": "x-auth-time",
+                       "n": "x-n", "f": "x-f", "b": "x-b", "o": "x-o", "l": "x-l", "z": "x-z",
+                       "s": "x-s", "absent": "x-absent"},
+                   "rules": [{"match": {"prefix": "/"}, "require": {"claims": {"custom:tenant": ["acme"]}}}]})
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap()
+        .0;
+        assert!(c.named_claims.contains(&"custom:tenant".to_string()));
+        let payload = r#"{"sub":"u1","aud":["client-abc","other"],"iss":"ISS","token_use":"id",
+            "exp":EXP,"auth_time":1.5,"n":-7,"f":1e20,"b":true,"o":{"b":[1,"x\n"],"a":null,"b":2},
+            "l":["a",1,null,{"k":"v"},["y"]],"z":null,"s":"tab\there ","custom:tenant":["acme","x"]}"#
+            .replace("ISS", ISS)
+            .replace("EXP", &(NOW + 3600).to_string());
+        let t = sign_raw(&b64(&id_header()), &URL_SAFE_NO_PAD.encode(payload), key());
+        let u = inspect(&t, &c).unwrap();
+        let v = verify_signature(u, &keys(), &c, NOW, &NoHostCrypto).unwrap();
+        let headers = crate::identity::claim_headers(&c.claims_to_headers, &v);
+        let expected = [
+            ("x-aud", "client-abc,other"),
+            ("x-auth-time", "1.5"),
+            ("x-b", "true"),
+            // serde_json's own writing of the float (a Value's too).
+            ("x-f", "1e+20"),
+            ("x-l", r#"a,1,null,{"k":"v"},["y"]"#),
+            ("x-n", "-7"),
+            ("x-o", r#"{"a":null,"b":2}"#),
+            ("x-s", "tabhere"),
+            ("x-sub", "u1"),
+        ];
+        let got: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(h, v)| (h.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(got, expected);
+        assert_eq!(v.claim_values("custom:tenant"), ["acme", "x"]);
+        assert_eq!(v.claim_values("aud"), ["client-abc", "other"]);
+        assert_eq!(v.client_id(), Some(CLIENT));
+        // A configured time claim that is not an integer is still no revocation fact.
+        assert_eq!(crate::revocation::token_facts(&v.claims).auth_time, None);
+    }
+
+    #[test]
+    fn the_first_refusal_is_the_one_it_always_was() {
+        // A claim of the wrong type is only looked at once the issuer named a pool.
+        let t = sign(
+            &id_header(),
+            &with(
+                with(id_payload(), "sub", json!(1)),
+                "iss",
+                json!("https://elsewhere"),
+            ),
+        );
+        assert_eq!(check(&t), Err(AuthError::UnknownIssuer));
+        // A repeated name is refused where it is found, before a later syntax error.
+        let payload = URL_SAFE_NO_PAD.encode(r#"{"x":1,"x":2,"#);
+        let t = format!("{}.{payload}.c2ln", b64(&id_header()));
+        assert_eq!(check(&t), Err(AuthError::DuplicateClaim));
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","alg":"RS256"}"#);
+        let t = format!("{header}.{}.c2ln", URL_SAFE_NO_PAD.encode("not json"));
+        assert_eq!(check(&t), Err(AuthError::DuplicateClaim));
+        // Members nobody reads are read as strictly as the others.
+        let good = id_payload().to_string();
+        for bad in [r#""x":1e400"#, r#""x":"\ud800""#, r#""x":[1,{"a":01}]"#] {
+            let payload = format!("{{{bad},{}", &good[1..]);
+            let t = sign_raw(&b64(&id_header()), &URL_SAFE_NO_PAD.encode(payload), key());
+            assert_eq!(check(&t), Err(AuthError::Malformed), "{bad}");
+        }
+        let mut payload = b"{\"x\":\"\xff\",".to_vec();
+        payload.extend_from_slice(&good.as_bytes()[1..]);
+        let t = sign_raw(&b64(&id_header()), &URL_SAFE_NO_PAD.encode(payload), key());
+        assert_eq!(check(&t), Err(AuthError::Malformed));
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","kid":"kid-1","x":1e400}"#);
+        let t = sign_raw(&header, &b64(&id_payload()), key());
+        assert_eq!(check(&t), Err(AuthError::Malformed));
+    }
+
     /// The fresh-token path's own cost (README "Benchmarks"): `inspect`, `verify_signature`
     /// and the claim headers of a Cognito-shaped access and id token, with the signature
     /// answered by a host that says yes (Envoy's `verify_signature` is outside the module) and
