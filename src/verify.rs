@@ -1244,14 +1244,19 @@ mod tests {
             }),
         );
         let host = FixedHost(Some(true), Default::default());
+        // The best of 20 batches: on a shared machine, the mean mostly measures the others.
         let run = |token: &str, backend: &dyn SignatureBackend, n: u32| {
-            let start = Instant::now();
-            for _ in 0..n {
-                let u = inspect(black_box(token), &c).unwrap();
-                let v = verify_signature(u, &ks, &c, NOW, backend).unwrap();
-                black_box(crate::identity::claim_headers(&c.claims_to_headers, &v));
+            let mut best = f64::MAX;
+            for _ in 0..20 {
+                let start = Instant::now();
+                for _ in 0..n / 20 {
+                    let u = inspect(black_box(token), &c).unwrap();
+                    let v = verify_signature(u, &ks, &c, NOW, backend).unwrap();
+                    black_box(crate::identity::claim_headers(&c.claims_to_headers, &v));
+                }
+                best = best.min(start.elapsed().as_secs_f64() * 1e6 / f64::from(n / 20));
             }
-            start.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+            best
         };
         for (name, token) in [("access", &access), ("id", &id)] {
             let host_us = run(token, &host, 20_000);
