@@ -1,7 +1,7 @@
 //! Cognito's own rules: what a user pool id looks like, the issuer and JWKS URI derived from
 //! it, `token_use`, and which claim names the app client.
 
-use serde_json::{Map, Value};
+use crate::json::Member;
 
 /// A user pool id split into its region and local part (`us-east-1_AbCdEf123`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,40 +114,36 @@ impl TokenUse {
 /// Cognito puts it in `aud` for id tokens and in `client_id` for access tokens (which have no
 /// `aud`). For a generic OIDC issuer (no `token_use`), `aud` is used, else `client_id`.
 /// Returns every candidate value: `aud` may be a list, and any listed client may match.
-pub fn client_candidates(
-    claims: &Map<String, Value>,
+pub fn client_candidates<'m>(
+    aud: Option<&'m Member<'_>>,
+    client_id: Option<&'m Member<'_>>,
     token_use: Option<TokenUse>,
-) -> Result<Vec<&str>, &'static str> {
+) -> Result<Vec<&'m str>, &'static str> {
     match token_use {
-        Some(TokenUse::Id) => claims.get("aud").map_or(Ok(Vec::new()), from_aud),
-        Some(TokenUse::Access) => claims
-            .get("client_id")
-            .map_or(Ok(Vec::new()), from_client_id),
-        None => match claims.get("aud") {
+        Some(TokenUse::Id) => aud.map_or(Ok(Vec::new()), from_aud),
+        Some(TokenUse::Access) => client_id.map_or(Ok(Vec::new()), from_client_id),
+        None => match aud {
             Some(aud) => from_aud(aud),
-            None => claims
-                .get("client_id")
-                .map_or(Ok(Vec::new()), from_client_id),
+            None => client_id.map_or(Ok(Vec::new()), from_client_id),
         },
     }
 }
 
-fn from_aud(aud: &Value) -> Result<Vec<&str>, &'static str> {
+fn from_aud<'m>(aud: &'m Member<'_>) -> Result<Vec<&'m str>, &'static str> {
     match aud {
-        Value::String(s) => Ok(vec![s.as_str()]),
-        Value::Array(items) => items.iter().map(|v| v.as_str().ok_or("aud")).collect(),
+        Member::Str(_) | Member::Strings(_) => Ok(aud.strings()),
         _ => Err("aud"),
     }
 }
 
-fn from_client_id(v: &Value) -> Result<Vec<&str>, &'static str> {
+fn from_client_id<'m>(v: &'m Member<'_>) -> Result<Vec<&'m str>, &'static str> {
     v.as_str().map(|s| vec![s]).ok_or("client_id")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     #[test]
     fn pool_id_derives_cognito_issuer_and_jwks_uri() {
@@ -212,20 +208,26 @@ mod tests {
     fn client_comes_from_aud_for_id_tokens_and_client_id_for_access_tokens() {
         let id = json!({"aud": "c1", "client_id": "ignored"});
         let access = json!({"client_id": "c2", "aud": "ignored"});
-        let m = |v: &Value| v.as_object().unwrap().clone();
+        // The token's `aud` and `client_id` members, read as `verify::inspect` reads them.
+        let candidates = |v: &Value, token_use| {
+            let member = |name: &str| -> Option<Member<'static>> {
+                let text = v.get(name)?.to_string();
+                Some(serde_json::from_str::<Member>(&text).unwrap().into_owned())
+            };
+            let (aud, client_id) = (member("aud"), member("client_id"));
+            client_candidates(aud.as_ref(), client_id.as_ref(), token_use)
+                .map(|c| c.into_iter().map(str::to_string).collect::<Vec<_>>())
+        };
+        assert_eq!(candidates(&id, Some(TokenUse::Id)).unwrap(), vec!["c1"]);
         assert_eq!(
-            client_candidates(&m(&id), Some(TokenUse::Id)).unwrap(),
-            vec!["c1"]
-        );
-        assert_eq!(
-            client_candidates(&m(&access), Some(TokenUse::Access)).unwrap(),
+            candidates(&access, Some(TokenUse::Access)).unwrap(),
             vec!["c2"]
         );
         let oidc = json!({"aud": ["a", "b"]});
-        assert_eq!(client_candidates(&m(&oidc), None).unwrap(), vec!["a", "b"]);
+        assert_eq!(candidates(&oidc, None).unwrap(), vec!["a", "b"]);
         let oidc_m2m = json!({"client_id": "m2m"});
-        assert_eq!(client_candidates(&m(&oidc_m2m), None).unwrap(), vec!["m2m"]);
+        assert_eq!(candidates(&oidc_m2m, None).unwrap(), vec!["m2m"]);
         let bad = json!({"aud": 5});
-        assert_eq!(client_candidates(&m(&bad), Some(TokenUse::Id)), Err("aud"));
+        assert_eq!(candidates(&bad, Some(TokenUse::Id)), Err("aud"));
     }
 }

@@ -15,7 +15,7 @@ use crate::json_path;
 use crate::request::folded_header_name;
 use crate::request::header_name;
 use crate::revocation::{RevocationSource, WireRevocationSource};
-use crate::rules::{RouteRule, WireRule};
+use crate::rules::{RouteRule, RuleAction, WireRule};
 
 /// Validated configuration. Built by [`Config::parse`]; never constructed half-valid.
 #[derive(Debug, Clone)]
@@ -27,6 +27,10 @@ pub struct Config {
     pub rules: Vec<RouteRule>,
     /// Claim → header, in a stable (sorted by claim) order.
     pub claims_to_headers: Vec<ClaimHeader>,
+    /// Every claim a claim header or a rule's `require.claims` names (sorted, once each): the
+    /// payload members a token keeps whole (`claims::ClaimValue`); the others it reads only
+    /// as far as the checks need.
+    pub named_claims: Vec<String>,
     pub payload_header: Option<String>,
     /// Every header the filter sets for the upstream (claim headers, the payload header, the
     /// decision header), folded (`identity::folded_header_name`): client copies in any
@@ -498,12 +502,27 @@ impl Config {
             }
         };
 
+        let mut named_claims: Vec<String> = Vec::new();
+        for claim in claims_to_headers.iter().map(|m| &m.claim) {
+            named_claims.push(claim.clone());
+        }
+        for rule in &rules {
+            if let RuleAction::Require(requirement) = &rule.action {
+                for (claim, _) in &requirement.claims {
+                    named_claims.push(claim.clone());
+                }
+            }
+        }
+        named_claims.sort();
+        named_claims.dedup();
+
         let config = Config {
             pools,
             token_sources,
             forward_token: wire.forward_token,
             rules,
             claims_to_headers,
+            named_claims,
             payload_header,
             protected_headers: {
                 let mut protected: Vec<String> = identity_headers.into_iter().collect();

@@ -1,7 +1,6 @@
 //! Identity for the upstream (README "Identity for the upstream"): claim values as header values.
 
-use serde_json::Value;
-
+use crate::claims::{ClaimValue, ListItem};
 use crate::config::ClaimHeader;
 use crate::request::{folds_to, RequestHeaders};
 use crate::verify::VerifiedToken;
@@ -41,7 +40,7 @@ pub fn claim_headers(mapping: &[ClaimHeader], token: &VerifiedToken) -> Vec<(Str
     mapping
         .iter()
         .filter_map(|m| {
-            let value = token.claims.get(&m.claim)?;
+            let value = token.claims.named(&m.claim)?;
             header_value(value).map(|v| (m.header.clone(), v))
         })
         .collect()
@@ -49,19 +48,18 @@ pub fn claim_headers(mapping: &[ClaimHeader], token: &VerifiedToken) -> Vec<(Str
 
 /// Strings as they are, arrays joined with `,`, numbers, booleans and objects as JSON.
 /// Control characters (CR and LF above all) are removed: a claim must never split a header.
-pub fn header_value(value: &Value) -> Option<String> {
+pub fn header_value(value: &ClaimValue) -> Option<String> {
     let raw = match value {
-        Value::Null => return None,
-        Value::String(s) => s.clone(),
-        Value::Array(items) => items
+        ClaimValue::Null => return None,
+        ClaimValue::String(text) | ClaimValue::Json(text) => return Some(sanitize(text)),
+        ClaimValue::Unsigned(n) => n.to_string(),
+        ClaimValue::List(items) => items
             .iter()
             .map(|item| match item {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
+                ListItem::String(text) | ListItem::Json(text) => text.as_str(),
             })
             .collect::<Vec<_>>()
             .join(","),
-        other => other.to_string(),
     };
     Some(sanitize(&raw))
 }
@@ -79,7 +77,12 @@ pub fn sanitize(raw: &str) -> String {
 mod tests {
     use super::*;
     use crate::request::folded_header_name;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    /// [`super::header_value`] of a claim with this JSON value.
+    fn header_value(value: &Value) -> Option<String> {
+        super::header_value(&serde_json::from_str(&value.to_string()).unwrap())
+    }
 
     #[test]
     fn forged_identity_headers_are_found_in_every_spelling() {

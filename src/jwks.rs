@@ -11,9 +11,11 @@ use std::hash::{Hash, Hasher};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use serde::de::{Deserializer, MapAccess, SeqAccess, Unexpected, Visitor};
 use serde::Deserialize;
 
 pub use crate::algorithm::Algorithm;
+use crate::json::Member;
 use crate::rsa::RsaPublicKey;
 use crate::signature::{ec_host_key, rsa_host_key, HostKey, HostKeyKind};
 
@@ -126,14 +128,13 @@ pub struct ParsedJwks {
 
 #[derive(Deserialize)]
 struct WireJwks {
-    keys: Vec<serde_json::Value>,
+    keys: Vec<JwkEntry>,
 }
 
-#[derive(Deserialize)]
+/// The JWK members read, each a string or absent (`null` counting as absent).
 struct WireJwk {
     kty: Option<String>,
     kid: Option<String>,
-    #[serde(rename = "use")]
     use_: Option<String>,
     alg: Option<String>,
     n: Option<String>,
@@ -141,6 +142,111 @@ struct WireJwk {
     crv: Option<String>,
     x: Option<String>,
     y: Option<String>,
+}
+
+/// Its members, in the order of a JWK written as a list (serde's sequence form of a struct).
+const JWK_MEMBERS: [&str; 9] = ["kty", "kid", "use", "alg", "n", "e", "crv", "x", "y"];
+
+/// One item of `keys`: a JWK, or why it is not one. Read in full whatever it holds, so that
+/// one bad key skips that key, not the set.
+struct JwkEntry(Result<WireJwk, String>);
+
+impl<'de> Deserialize<'de> for JwkEntry {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(JwkVisitor).map(JwkEntry)
+    }
+}
+
+struct JwkVisitor;
+
+/// The JWK from its members' values (by [`JWK_MEMBERS`] position): each a string, or absent
+/// (`null` too).
+fn wire_jwk(values: [Option<Member<'_>>; 9]) -> Result<WireJwk, String> {
+    let wrong = JWK_MEMBERS
+        .iter()
+        .zip(&values)
+        .find(|(_, v)| !matches!(v, None | Some(Member::Null | Member::Str(_))));
+    if let Some((name, _)) = wrong {
+        return Err(format!("not a JWK object: {name} is not a string"));
+    }
+    let [kty, kid, use_, alg, n, e, crv, x, y] = values.map(|v| match v {
+        Some(Member::Str(s)) => Some(s.into_owned()),
+        _ => None,
+    });
+    Ok(WireJwk {
+        kty,
+        kid,
+        use_,
+        alg,
+        n,
+        e,
+        crv,
+        x,
+        y,
+    })
+}
+
+fn not_an_object(unexpected: Unexpected<'_>) -> Result<WireJwk, String> {
+    let e = <serde_json::Error as serde::de::Error>::invalid_type(unexpected, &"struct WireJwk");
+    Err(format!("not a JWK object: {e}"))
+}
+
+impl<'de> Visitor<'de> for JwkVisitor {
+    type Value = Result<WireJwk, String>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JWK")
+    }
+    /// Members by name; a repeated one counts once, the last (as a JSON object read whole).
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut values: [Option<Member<'de>>; 9] = Default::default();
+        while let Some(name) = map.next_key::<String>()? {
+            let value: Member = map.next_value()?;
+            if let Some(slot) = JWK_MEMBERS
+                .iter()
+                .position(|m| *m == name)
+                .and_then(|i| values.get_mut(i))
+            {
+                *slot = Some(value);
+            }
+        }
+        Ok(wire_jwk(values))
+    }
+    /// Members by position, all nine of them.
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut values: [Option<Member<'de>>; 9] = Default::default();
+        let mut count = 0;
+        while let Some(value) = seq.next_element::<Member>()? {
+            if let Some(slot) = values.get_mut(count) {
+                *slot = Some(value);
+            }
+            count += 1;
+        }
+        if count != JWK_MEMBERS.len() {
+            return Ok(Err(format!(
+                "not a JWK object: a list of {count} items, expected {}",
+                JWK_MEMBERS.len()
+            )));
+        }
+        Ok(wire_jwk(values))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(not_an_object(Unexpected::Unit))
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Self::Value, E> {
+        Ok(not_an_object(Unexpected::Bool(b)))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Self::Value, E> {
+        Ok(not_an_object(Unexpected::Unsigned(n)))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Self::Value, E> {
+        Ok(not_an_object(Unexpected::Signed(n)))
+    }
+    fn visit_f64<E>(self, n: f64) -> Result<Self::Value, E> {
+        Ok(not_an_object(Unexpected::Float(n)))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(not_an_object(Unexpected::Str(s)))
+    }
 }
 
 /// Parses and validates a JWKS body.
@@ -160,8 +266,8 @@ pub fn parse_jwks(body: &[u8], max_bytes: usize) -> Result<ParsedJwks, String> {
     let mut keys: HashMap<String, Jwk> = HashMap::new();
     let mut skipped = Vec::new();
     let mut duplicated: Vec<String> = Vec::new();
-    for (i, raw) in wire.keys.into_iter().enumerate() {
-        match parse_key(raw) {
+    for (i, JwkEntry(entry)) in wire.keys.into_iter().enumerate() {
+        match entry.and_then(parse_key) {
             Ok(jwk) => {
                 if keys.contains_key(&jwk.kid) || duplicated.contains(&jwk.kid) {
                     // Two keys with one kid: which one a token means is a guess, so neither.
@@ -191,9 +297,7 @@ pub fn parse_jwks(body: &[u8], max_bytes: usize) -> Result<ParsedJwks, String> {
     })
 }
 
-fn parse_key(raw: serde_json::Value) -> Result<Jwk, String> {
-    let wire: WireJwk =
-        serde_json::from_value(raw).map_err(|e| format!("not a JWK object: {e}"))?;
+fn parse_key(wire: WireJwk) -> Result<Jwk, String> {
     let kid = match wire.kid {
         Some(k) if !k.is_empty() => k,
         _ => return Err("no kid".into()),
@@ -419,6 +523,35 @@ pub(crate) mod tests {
         .unwrap();
         assert_eq!(parsed.keys.kids(), vec!["good"]);
         assert_eq!(parsed.skipped.len(), 7, "{:?}", parsed.skipped);
+    }
+
+    #[test]
+    fn each_key_is_read_as_a_json_value_read_whole_would_be() {
+        let key = test_key(0);
+        let good = rsa_jwk(key, "good", None).to_string();
+        // A repeated member counts once, the last; `null` is absent; any other type skips
+        // the key (and only that key).
+        let last_kid =
+            format!(r#"{{"kid":5,{}"#, &good[1..]).replace(r#""kid":"good""#, r#""kid":"last""#);
+        let body = format!(
+            r#"{{"keys":[{good},{last_kid},{},{},[1],"x",null,7,-1,1.5,true,{{"kid":{{}}}}]}}"#,
+            good.replace(r#""kid":"good""#, r#""kid":"nullalg","alg":null"#),
+            good.replace(r#""kid":"good""#, r#""kid":"badalg","alg":["RS256"]"#),
+        );
+        let parsed = parse_jwks(body.as_bytes(), 1 << 20).unwrap();
+        assert_eq!(parsed.keys.kids(), ["good", "last", "nullalg"]);
+        assert_eq!(parsed.skipped.len(), 9, "{:?}", parsed.skipped);
+        assert!(parsed
+            .skipped
+            .iter()
+            .any(|s| s.contains("alg is not a string")));
+        assert!(parsed
+            .skipped
+            .iter()
+            .any(|s| s.contains("invalid type: string \"x\"")));
+        // Malformed JSON anywhere, read or not, refuses the set.
+        let body = format!(r#"{{"keys":[{},{{"other":1e400}}]}}"#, good);
+        assert!(parse_jwks(body.as_bytes(), 1 << 20).is_err());
     }
 
     #[test]

@@ -28,6 +28,7 @@
 pub mod algorithm;
 pub mod authorize;
 pub mod cache;
+pub mod claims;
 pub mod cognito;
 pub mod config;
 pub mod cors;
@@ -36,6 +37,7 @@ pub mod error;
 pub mod extract;
 pub mod fetch;
 pub mod identity;
+pub mod json;
 pub mod json_path;
 pub mod jwks;
 pub mod key_fetch;

@@ -11,16 +11,18 @@
 //! (jwt-simple's defaults, the reference implementation the tests compare with, do not fit
 //! Cognito: 15-minute tolerance, `exp` optional); the header rules are jwt-simple's.
 
+use std::fmt;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use serde::de::{Deserializer, Error as _, MapAccess, Visitor};
-use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde::de::{MapAccess, Visitor};
 
 use crate::algorithm::Algorithm;
+use crate::claims::{Claims, Payload};
 use crate::cognito::{client_candidates, TokenUse};
 use crate::config::{Config, Pool};
 use crate::error::AuthError;
+use crate::json::{decode_segment, each_member, is_base64url, read_object, skip, Member};
 use crate::jwks::{Jwk, KeySet};
 use crate::rules::TokenFacts;
 use crate::signature::{
@@ -44,7 +46,9 @@ pub struct UnverifiedToken<'t> {
     nbf: Option<u64>,
     iat: Option<u64>,
     pub token_use: Option<TokenUse>,
-    claims: Map<String, Value>,
+    scopes: Vec<String>,
+    groups: Vec<String>,
+    claims: Claims,
 }
 
 /// A token whose signature and claims were verified: what rules and claim headers read.
@@ -58,19 +62,18 @@ pub struct VerifiedToken {
     pub token_use: Option<TokenUse>,
     pub scopes: Vec<String>,
     pub groups: Vec<String>,
-    pub claims: Map<String, Value>,
+    /// What later requests read of its other claims (a compact copy, cached with it).
+    pub claims: Claims,
 }
 
 impl VerifiedToken {
     pub fn sub(&self) -> Option<&str> {
-        self.claims.get("sub").and_then(Value::as_str)
+        self.claims.sub.as_deref()
     }
 
     /// The app client: `client_id` (access tokens) or the first `aud` (id tokens).
     pub fn client_id(&self) -> Option<&str> {
-        client_candidates(&self.claims, self.token_use)
-            .ok()
-            .and_then(|c| c.first().copied())
+        self.claims.client_id.as_deref()
     }
 }
 
@@ -84,11 +87,14 @@ impl TokenFacts for VerifiedToken {
     fn groups(&self) -> &[String] {
         &self.groups
     }
+    /// Rules name only configured claims (`Config::named_claims`), kept whole; of the others,
+    /// `sub` and `cognito:groups` are kept anyway.
     fn claim_values(&self, claim: &str) -> Vec<&str> {
-        match self.claims.get(claim) {
-            Some(Value::String(s)) => vec![s.as_str()],
-            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
-            _ => Vec::new(),
+        match (self.claims.named(claim), claim) {
+            (Some(value), _) => value.strings(),
+            (None, "sub") => self.sub().into_iter().collect(),
+            (None, "cognito:groups") => self.groups.iter().map(String::as_str).collect(),
+            (None, _) => Vec::new(),
         }
     }
 }
@@ -134,8 +140,10 @@ pub fn inspect<'t>(token: &'t str, config: &Config) -> Result<UnverifiedToken<'t
         // An empty signature is `alg: none` in disguise.
         return Err(AuthError::Malformed.into());
     }
-    let header = decode_object(header_b64)?;
-    let payload = decode_object(payload_b64)?;
+    let header_bytes = decode_segment(header_b64)?;
+    let header = read_object(&header_bytes, HeaderVisitor)?;
+    let payload_bytes = decode_segment(payload_b64)?;
+    let payload = Payload::read(&payload_bytes, &config.named_claims)?;
     // Signature must at least be base64url; its bytes are checked by the verifier.
     if !signature_b64.bytes().all(is_base64url) {
         return Err(AuthError::Malformed.into());
@@ -144,19 +152,20 @@ pub fn inspect<'t>(token: &'t str, config: &Config) -> Result<UnverifiedToken<'t
     // An algorithm this build does not carry is refused here, before any key lookup: its
     // keys were skipped at load, and an unknown `kid` must not trigger a refetch.
     let alg = header
-        .get("alg")
-        .and_then(Value::as_str)
+        .alg
+        .as_ref()
+        .and_then(Member::as_str)
         .and_then(Algorithm::parse)
         .filter(|a| a.is_built_in())
         .ok_or(AuthError::AlgorithmNotAllowed)?;
     // `crit` names extensions we do not implement; RFC 7515 says such a token must be refused.
     // `b64: false` (RFC 7797) changes what is signed; it is only legal with `crit`.
-    if header.contains_key("crit") || header.get("b64").is_some_and(|b| b != &Value::Bool(true)) {
+    if header.crit || header.b64.as_ref().is_some_and(|b| b != &Member::True) {
         return Err(AuthError::CriticalHeader.into());
     }
 
-    let pool_index = match payload.get("iss") {
-        Some(Value::String(iss)) => config.pool_for_issuer(iss),
+    let pool_index = match &payload.iss {
+        Some(Member::Str(iss)) => config.pool_for_issuer(iss),
         _ => None,
     }
     .ok_or(AuthError::UnknownIssuer)?;
@@ -170,8 +179,8 @@ pub fn inspect<'t>(token: &'t str, config: &Config) -> Result<UnverifiedToken<'t
     };
 
     // `jku`, `x5u`, `jwk`, `x5c` are never read: keys come only from the pool's JWKS.
-    let kid = match header.get("kid") {
-        Some(Value::String(k)) if !k.is_empty() => k.clone(),
+    let kid = match &header.kid {
+        Some(Member::Str(k)) if !k.is_empty() => k.to_string(),
         _ => return Err(in_pool(AuthError::MissingKeyId)),
     };
     // One header policy whichever backend checks the signature: jwt-simple's (typed JOSE
@@ -180,48 +189,109 @@ pub fn inspect<'t>(token: &'t str, config: &Config) -> Result<UnverifiedToken<'t
     if !jwt_header_acceptable(token, &header) {
         return Err(in_pool(AuthError::Malformed));
     }
-    let claims = pool_claims(&payload, pool).map_err(in_pool)?;
+    let checked = pool_claims(&payload, pool).map_err(in_pool)?;
+    let scopes = scopes_of(&payload);
+    let groups = match &payload.groups {
+        Some(Member::Strings(items)) => items.iter().map(|g| g.to_string()).collect(),
+        _ => Vec::new(),
+    };
 
     Ok(UnverifiedToken {
         token,
         pool: pool_index,
         alg,
         kid,
-        exp: claims.exp,
-        nbf: claims.nbf,
-        iat: claims.iat,
-        token_use: claims.token_use,
-        claims: payload,
+        exp: checked.exp,
+        nbf: checked.nbf,
+        iat: checked.iat,
+        token_use: checked.token_use,
+        scopes,
+        groups,
+        claims: payload.into_claims(checked.client.as_deref()),
     })
 }
 
 /// Longest encoded header jwt-simple reads (its `MAX_HEADER_LENGTH`).
 const MAX_HEADER_B64: usize = 8192;
 
+/// The JOSE registered members jwt-simple reads as strings, and as lists of strings.
+const STRINGS: [&str; 9] = [
+    "cty", "kid", "typ", "jku", "jwk", "x5u", "x5t", "x5t#S256", "salt",
+];
+const STRING_LISTS: [&str; 2] = ["crit", "x5c"];
+
+/// The header members [`inspect`] reads.
+#[derive(Debug)]
+struct Header<'b> {
+    alg: Option<Member<'b>>,
+    kid: Option<Member<'b>>,
+    typ: Option<Member<'b>>,
+    b64: Option<Member<'b>>,
+    crit: bool,
+    salt: bool,
+    /// Every member of [`STRINGS`] is a string and every member of [`STRING_LISTS`] a list
+    /// of strings (`null` counting as absent).
+    typed: bool,
+}
+
+struct HeaderVisitor;
+
+impl<'de> Visitor<'de> for HeaderVisitor {
+    type Value = Header<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Header<'de>, A::Error> {
+        let mut header = Header {
+            alg: None,
+            kid: None,
+            typ: None,
+            b64: None,
+            crit: false,
+            salt: false,
+            typed: true,
+        };
+        each_member(access, |name, access| {
+            let string = STRINGS.contains(&name);
+            let list = STRING_LISTS.contains(&name);
+            if !(string || list || name == "alg" || name == "b64") {
+                skip(access)?;
+                return Ok(());
+            }
+            let value: Member = access.next_value()?;
+            header.typed &= match value {
+                Member::Null => true,
+                Member::Str(_) => !list,
+                Member::Strings(_) => !string,
+                _ => !string && !list,
+            };
+            match name {
+                "alg" => header.alg = Some(value),
+                "kid" => header.kid = Some(value),
+                "typ" => header.typ = Some(value),
+                "b64" => header.b64 = Some(value),
+                "crit" => header.crit = true,
+                "salt" => header.salt = true,
+                _ => {}
+            }
+            Ok(())
+        })?;
+        Ok(header)
+    }
+}
+
 /// jwt-simple's header rules: the registered JOSE members it reads have their types (strings;
 /// `crit` and `x5c` lists of strings; `null` as absent), the encoded header is at most 8 KiB,
 /// `typ` (when present) is `JWT` or ends in `+JWT`, and there is no `salt` (it is for
 /// HMAC-derived keys only).
-fn jwt_header_acceptable(token: &str, header: &Map<String, Value>) -> bool {
-    const STRINGS: [&str; 9] = [
-        "cty", "kid", "typ", "jku", "jwk", "x5u", "x5t", "x5t#S256", "salt",
-    ];
-    const STRING_LISTS: [&str; 2] = ["crit", "x5c"];
+fn jwt_header_acceptable(token: &str, header: &Header<'_>) -> bool {
     let short = token
         .split('.')
         .next()
         .is_some_and(|h| h.len() <= MAX_HEADER_B64);
-    let typed = STRINGS
-        .iter()
-        .all(|m| matches!(header.get(*m), None | Some(Value::Null | Value::String(_))))
-        && STRING_LISTS.iter().all(|m| match header.get(*m) {
-            None | Some(Value::Null) => true,
-            Some(Value::Array(items)) => items.iter().all(Value::is_string),
-            Some(_) => false,
-        });
-    let typ_ok = match header.get("typ") {
-        None | Some(Value::Null) => true,
-        Some(Value::String(t)) => {
+    let typ_ok = match &header.typ {
+        None | Some(Member::Null) => true,
+        Some(Member::Str(t)) => {
             // ASCII case folding: no other letter upper-cases to J, W or T (and no Unicode
             // case tables in the module).
             let t = t.to_ascii_uppercase();
@@ -229,7 +299,7 @@ fn jwt_header_acceptable(token: &str, header: &Map<String, Value>) -> bool {
         }
         Some(_) => false,
     };
-    short && typed && typ_ok && !header.contains_key("salt")
+    short && header.typed && typ_ok && !header.salt
 }
 
 /// What [`pool_claims`] extracts.
@@ -238,21 +308,24 @@ struct PoolClaims {
     nbf: Option<u64>,
     iat: Option<u64>,
     token_use: Option<TokenUse>,
+    /// The app client ([`VerifiedToken::client_id`]).
+    client: Option<String>,
 }
 
 /// The claim checks that need the pool but no key: time claim types (their values are
 /// checked after the signature, see the module docs), `token_use`, the client, claim types.
-fn pool_claims(payload: &Map<String, Value>, pool: &Pool) -> Result<PoolClaims, AuthError> {
-    let exp = timestamp(payload, "exp")?.ok_or(AuthError::MissingExpiry)?;
-    let nbf = timestamp(payload, "nbf")?;
-    let iat = timestamp(payload, "iat")?;
+fn pool_claims(payload: &Payload<'_>, pool: &Pool) -> Result<PoolClaims, AuthError> {
+    let exp = timestamp(&payload.exp, "exp")?.ok_or(AuthError::MissingExpiry)?;
+    let nbf = timestamp(&payload.nbf, "nbf")?;
+    let iat = timestamp(&payload.iat, "iat")?;
 
     let token_use = match pool.token_use {
         None => None,
         Some(allowed) => {
             let use_ = payload
-                .get("token_use")
-                .and_then(Value::as_str)
+                .token_use
+                .as_ref()
+                .and_then(Member::as_str)
                 .and_then(TokenUse::parse)
                 .ok_or(AuthError::TokenUseNotAllowed)?;
             if !allowed.allows(use_) {
@@ -261,7 +334,8 @@ fn pool_claims(payload: &Map<String, Value>, pool: &Pool) -> Result<PoolClaims, 
             Some(use_)
         }
     };
-    let clients = client_candidates(payload, token_use).map_err(AuthError::ClaimType)?;
+    let clients = client_candidates(payload.aud.as_ref(), payload.client_id.as_ref(), token_use)
+        .map_err(AuthError::ClaimType)?;
     if !pool.client_ids.is_empty()
         && !clients
             .iter()
@@ -275,6 +349,7 @@ fn pool_claims(payload: &Map<String, Value>, pool: &Pool) -> Result<PoolClaims, 
         nbf,
         iat,
         token_use,
+        client: clients.first().map(|c| c.to_string()),
     })
 }
 
@@ -319,25 +394,15 @@ pub fn verify_signature(
     {
         return Err(AuthError::IssuedInFuture);
     }
-    let claims = unverified.claims;
-    let scopes = scopes_of(&claims);
-    let groups = match claims.get("cognito:groups") {
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect(),
-        _ => Vec::new(),
-    };
     Ok(VerifiedToken {
         pool: unverified.pool,
         kid: unverified.kid,
         key_fingerprint: jwk.fingerprint,
         exp: unverified.exp,
         token_use: unverified.token_use,
-        scopes,
-        groups,
-        claims,
+        scopes: unverified.scopes,
+        groups: unverified.groups,
+        claims: unverified.claims,
     })
 }
 
@@ -384,106 +449,44 @@ pub fn host_answer(
 }
 
 /// OAuth scopes: Cognito's space-separated `scope`, or `scp` (a list or a string) elsewhere.
-fn scopes_of(claims: &Map<String, Value>) -> Vec<String> {
+fn scopes_of(payload: &Payload<'_>) -> Vec<String> {
     let split = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
-    match (claims.get("scope"), claims.get("scp")) {
-        (Some(Value::String(s)), _) => split(s),
-        (_, Some(Value::String(s))) => split(s),
-        (_, Some(Value::Array(items))) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect(),
+    match (&payload.scope, &payload.scp) {
+        (Some(Member::Str(s)), _) | (_, Some(Member::Str(s))) => split(s),
+        (_, Some(Member::Strings(items))) => items.iter().map(|s| s.to_string()).collect(),
         _ => Vec::new(),
     }
 }
 
 /// Claims that rules and headers read must have the type Cognito gives them: a wrong type is
 /// a forged or broken token, not a value to coerce.
-fn check_claim_types(claims: &Map<String, Value>) -> Result<(), AuthError> {
-    let string = |name: &'static str| match claims.get(name) {
-        None | Some(Value::String(_)) => Ok(()),
+fn check_claim_types(payload: &Payload<'_>) -> Result<(), AuthError> {
+    let string = |member: &Option<Member<'_>>, name: &'static str| match member {
+        None | Some(Member::Str(_)) => Ok(()),
         Some(_) => Err(AuthError::ClaimType(name)),
     };
-    string("sub")?;
-    string("jti")?;
-    string("nonce")?;
-    string("scope")?;
-    string("client_id")?;
-    string("token_use")?;
-    let strings = |name: &'static str, or_string: bool| match claims.get(name) {
-        None => Ok(()),
-        Some(Value::String(_)) if or_string => Ok(()),
-        Some(Value::Array(items)) if items.iter().all(Value::is_string) => Ok(()),
+    string(&payload.sub, "sub")?;
+    string(&payload.jti, "jti")?;
+    string(&payload.nonce, "nonce")?;
+    string(&payload.scope, "scope")?;
+    string(&payload.client_id, "client_id")?;
+    string(&payload.token_use, "token_use")?;
+    let strings = |member: &Option<Member<'_>>, name: &'static str, or_string: bool| match member {
+        None | Some(Member::Strings(_)) => Ok(()),
+        Some(Member::Str(_)) if or_string => Ok(()),
         Some(_) => Err(AuthError::ClaimType(name)),
     };
-    strings("cognito:groups", false)?;
-    strings("scp", true)?;
-    strings("aud", true)
+    strings(&payload.groups, "cognito:groups", false)?;
+    strings(&payload.scp, "scp", true)?;
+    strings(&payload.aud, "aud", true)
 }
 
 /// A time claim: absent, or an integer number of seconds within jwt-simple's range.
-fn timestamp(claims: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, AuthError> {
-    match claims.get(name) {
+fn timestamp(member: &Option<Member<'_>>, name: &'static str) -> Result<Option<u64>, AuthError> {
+    match member {
         None => Ok(None),
-        Some(v) => match v.as_u64() {
-            Some(t) if t <= MAX_TIMESTAMP => Ok(Some(t)),
-            _ => Err(AuthError::ClaimType(name)),
-        },
-    }
-}
-
-fn is_base64url(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
-}
-
-/// base64url (no padding, canonical) → a JSON object whose member names are unique.
-fn decode_object(segment: &str) -> Result<Map<String, Value>, AuthError> {
-    if segment.is_empty() || !segment.bytes().all(is_base64url) {
-        return Err(AuthError::Malformed);
-    }
-    let bytes = URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| AuthError::Malformed)?;
-    let mut de = serde_json::Deserializer::from_slice(&bytes);
-    let object = UniqueObject::deserialize(&mut de).map_err(|e| {
-        if e.to_string().starts_with(DUPLICATE) {
-            AuthError::DuplicateClaim
-        } else {
-            AuthError::Malformed
-        }
-    })?;
-    de.end().map_err(|_| AuthError::Malformed)?;
-    Ok(object.0)
-}
-
-const DUPLICATE: &str = "duplicate member";
-
-/// A JSON object that refuses duplicate member names (serde_json would keep the last one,
-/// while other parsers — the upstream's — may keep the first).
-struct UniqueObject(Map<String, Value>);
-
-impl<'de> Deserialize<'de> for UniqueObject {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ObjectVisitor;
-        impl<'de> Visitor<'de> for ObjectVisitor {
-            type Value = UniqueObject;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<UniqueObject, A::Error> {
-                let mut map = Map::new();
-                while let Some(key) = access.next_key::<String>()? {
-                    if map.contains_key(&key) {
-                        return Err(A::Error::custom(format_args!("{DUPLICATE} {key:?}")));
-                    }
-                    let value: Value = access.next_value()?;
-                    map.insert(key, value);
-                }
-                Ok(UniqueObject(map))
-            }
-        }
-        deserializer.deserialize_map(ObjectVisitor)
+        Some(Member::Unsigned(t)) if *t <= MAX_TIMESTAMP => Ok(Some(*t)),
+        Some(_) => Err(AuthError::ClaimType(name)),
     }
 }
 
@@ -493,7 +496,7 @@ mod tests {
     use crate::jwks::{parse_jwks, tests::rsa_jwk};
     use crate::signature::NoHostCrypto;
     use jwt_simple::prelude::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     const NOW: u64 = 1_800_000_000;
     const POOL: &str = "us-east-1_TestPool1";
@@ -1117,8 +1120,161 @@ mod tests {
     }
 
     #[test]
+    fn configured_claims_become_headers_and_rule_values_as_before() {
+        let c = Config::parse(
+            json!({"user_pools": [{"user_pool_id": POOL, "client_ids": [CLIENT], "jwks_cluster": "c"}],
+                   "claims_to_headers": {"sub": "x-sub", "aud": "x-aud", "auth_time": "x-auth-time",
+                       "n": "x-n", "f": "x-f", "b": "x-b", "o": "x-o", "l": "x-l", "z": "x-z",
+                       "s": "x-s", "absent": "x-absent"},
+                   "rules": [{"match": {"prefix": "/"}, "require": {"claims": {"custom:tenant": ["acme"]}}}]})
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap()
+        .0;
+        assert!(c.named_claims.contains(&"custom:tenant".to_string()));
+        let payload = r#"{"sub":"u1","aud":["client-abc","other"],"iss":"ISS","token_use":"id",
+            "exp":EXP,"auth_time":1.5,"n":-7,"f":1e20,"b":true,"o":{"b":[1,"x\n"],"a":null,"b":2},
+            "l":["a",1,null,{"k":"v"},["y"]],"z":null,"s":"tab\there ","custom:tenant":["acme","x"]}"#
+            .replace("ISS", ISS)
+            .replace("EXP", &(NOW + 3600).to_string());
+        let t = sign_raw(&b64(&id_header()), &URL_SAFE_NO_PAD.encode(payload), key());
+        let u = inspect(&t, &c).unwrap();
+        let v = verify_signature(u, &keys(), &c, NOW, &NoHostCrypto).unwrap();
+        let headers = crate::identity::claim_headers(&c.claims_to_headers, &v);
+        let expected = [
+            ("x-aud", "client-abc,other"),
+            ("x-auth-time", "1.5"),
+            ("x-b", "true"),
+            // serde_json's own writing of the float (a Value's too).
+            ("x-f", "1e+20"),
+            ("x-l", r#"a,1,null,{"k":"v"},["y"]"#),
+            ("x-n", "-7"),
+            ("x-o", r#"{"a":null,"b":2}"#),
+            ("x-s", "tabhere"),
+            ("x-sub", "u1"),
+        ];
+        let got: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(h, v)| (h.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(got, expected);
+        assert_eq!(v.claim_values("custom:tenant"), ["acme", "x"]);
+        assert_eq!(v.claim_values("aud"), ["client-abc", "other"]);
+        assert_eq!(v.client_id(), Some(CLIENT));
+        // A configured time claim that is not an integer is still no revocation fact.
+        assert_eq!(crate::revocation::token_facts(&v.claims).auth_time, None);
+    }
+
+    #[test]
+    fn the_first_refusal_is_the_one_it_always_was() {
+        // A claim of the wrong type is only looked at once the issuer named a pool.
+        let t = sign(
+            &id_header(),
+            &with(
+                with(id_payload(), "sub", json!(1)),
+                "iss",
+                json!("https://elsewhere"),
+            ),
+        );
+        assert_eq!(check(&t), Err(AuthError::UnknownIssuer));
+        // A repeated name is refused where it is found, before a later syntax error.
+        let payload = URL_SAFE_NO_PAD.encode(r#"{"x":1,"x":2,"#);
+        let t = format!("{}.{payload}.c2ln", b64(&id_header()));
+        assert_eq!(check(&t), Err(AuthError::DuplicateClaim));
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","alg":"RS256"}"#);
+        let t = format!("{header}.{}.c2ln", URL_SAFE_NO_PAD.encode("not json"));
+        assert_eq!(check(&t), Err(AuthError::DuplicateClaim));
+        // Members nobody reads are read as strictly as the others.
+        let good = id_payload().to_string();
+        for bad in [r#""x":1e400"#, r#""x":"\ud800""#, r#""x":[1,{"a":01}]"#] {
+            let payload = format!("{{{bad},{}", &good[1..]);
+            let t = sign_raw(&b64(&id_header()), &URL_SAFE_NO_PAD.encode(payload), key());
+            assert_eq!(check(&t), Err(AuthError::Malformed), "{bad}");
+        }
+        let mut payload = b"{\"x\":\"\xff\",".to_vec();
+        payload.extend_from_slice(&good.as_bytes()[1..]);
+        let t = sign_raw(&b64(&id_header()), &URL_SAFE_NO_PAD.encode(payload), key());
+        assert_eq!(check(&t), Err(AuthError::Malformed));
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","kid":"kid-1","x":1e400}"#);
+        let t = sign_raw(&header, &b64(&id_payload()), key());
+        assert_eq!(check(&t), Err(AuthError::Malformed));
+    }
+
+    /// The fresh-token path's own cost (README "Benchmarks"): `inspect`, `verify_signature`
+    /// and the claim headers of a Cognito-shaped access and id token, with the signature
+    /// answered by a host that says yes (Envoy's `verify_signature` is outside the module) and
+    /// with the module's own RS256. Prints only: `cargo test --release --lib
+    /// fresh_token_check_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn fresh_token_check_cost() {
+        use std::hint::black_box;
+        use std::time::Instant;
+        let c = Config::parse(
+            json!({"user_pools": [{"user_pool_id": POOL, "client_ids": [CLIENT], "jwks_cluster": "c"}],
+                   "claims_to_headers": {"sub": "x-cognito-sub", "cognito:groups": "x-cognito-groups",
+                                         "username": "x-cognito-username"}})
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap()
+        .0;
+        let ks = keys();
+        let access = sign(
+            &id_header(),
+            &json!({
+                "sub": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", "cognito:groups": ["admins", "ops"],
+                "iss": ISS, "version": 2, "client_id": CLIENT,
+                "origin_jti": "bbbbbbbb-cccc-dddd-eeee-ffffffffffff", "event_id": "cccccccc-dddd-eeee-ffff-000000000000",
+                "token_use": "access", "scope": "aws.cognito.signin.user.admin api/read api/write",
+                "auth_time": NOW - 10, "exp": NOW + 3600, "iat": NOW - 10,
+                "jti": "dddddddd-eeee-ffff-0000-111111111111", "username": "alice"
+            }),
+        );
+        let id = sign(
+            &id_header(),
+            &json!({
+                "sub": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", "cognito:groups": ["admins", "ops"],
+                "email_verified": true, "iss": ISS, "cognito:username": "alice",
+                "origin_jti": "bbbbbbbb-cccc-dddd-eeee-ffffffffffff", "aud": CLIENT,
+                "event_id": "cccccccc-dddd-eeee-ffff-000000000000", "token_use": "id",
+                "auth_time": NOW - 10, "exp": NOW + 3600, "iat": NOW - 10,
+                "jti": "eeeeeeee-ffff-0000-1111-222222222222", "email": "alice@example.com"
+            }),
+        );
+        let host = FixedHost(Some(true), Default::default());
+        // The best of 20 batches: on a shared machine, the mean mostly measures the others.
+        let run = |token: &str, backend: &dyn SignatureBackend, n: u32| {
+            let mut best = f64::MAX;
+            for _ in 0..20 {
+                let start = Instant::now();
+                for _ in 0..n / 20 {
+                    let u = inspect(black_box(token), &c).unwrap();
+                    let v = verify_signature(u, &ks, &c, NOW, backend).unwrap();
+                    black_box(crate::identity::claim_headers(&c.claims_to_headers, &v));
+                }
+                best = best.min(start.elapsed().as_secs_f64() * 1e6 / f64::from(n / 20));
+            }
+            best
+        };
+        for (name, token) in [("access", &access), ("id", &id)] {
+            let host_us = run(token, &host, 20_000);
+            let module_us = run(token, &NoHostCrypto, 2_000);
+            println!(
+                "fresh {name} token ({} bytes): {host_us:.2} us with the host's signature check (not counted), {module_us:.1} us with the module's RS256",
+                token.len()
+            );
+        }
+    }
+
+    #[test]
     fn scp_list_or_string_gives_scopes_for_other_issuers() {
-        let m = |v: Value| v.as_object().unwrap().clone();
+        // The payload as `inspect` reads it (its bytes live as long as the test).
+        let m = |v: Value| {
+            let bytes: &'static [u8] = Vec::leak(v.to_string().into_bytes());
+            Payload::read(bytes, &[]).unwrap()
+        };
         assert_eq!(scopes_of(&m(json!({"scp": ["a", "b"]}))), vec!["a", "b"]);
         assert_eq!(scopes_of(&m(json!({"scp": "a b"}))), vec!["a", "b"]);
         assert_eq!(scopes_of(&m(json!({"scope": "x"}))), vec!["x"]);

@@ -1,4 +1,4 @@
-//! Claim values as upstream header values: `header_value` on JSON values built from the bytes
+//! Claim values as upstream header values: `header_value` on claim values built from the bytes
 //! (the bytes as JSON, as a string, as a list of strings) and `sanitize` on the bytes.
 //!
 //! Invariants: no output contains CR, LF, NUL or any other control character (a claim must
@@ -10,9 +10,9 @@
 #[path = "common.rs"]
 mod common;
 
+use cognito_authorizer::claims::{ClaimValue, ListItem};
 use cognito_authorizer::identity::{header_value, sanitize};
 use libfuzzer_sys::fuzz_target;
-use serde_json::Value;
 
 fn check_header(out: &str, from: &dyn std::fmt::Debug) {
     assert!(
@@ -36,18 +36,18 @@ fuzz_target!(|data: &[u8]| {
     check_header(&sanitize(&text), &text);
 
     let values = [
-        serde_json::from_slice::<Value>(data).ok(),
-        Some(Value::String(text.to_string())),
-        Some(Value::Array(
+        serde_json::from_slice::<ClaimValue>(data).ok(),
+        Some(ClaimValue::String(text.to_string())),
+        Some(ClaimValue::List(
             text.split(',')
-                .map(|s| Value::String(s.to_string()))
+                .map(|s| ListItem::String(s.to_string()))
                 .collect(),
         )),
     ];
     for value in values.into_iter().flatten() {
         match header_value(&value) {
             Some(out) => check_header(&out, &value),
-            None => assert!(value.is_null(), "no header for {value:?}"),
+            None => assert!(value == ClaimValue::Null, "no header for {value:?}"),
         }
     }
 });

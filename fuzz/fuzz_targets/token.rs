@@ -156,14 +156,22 @@ fuzz_target!(|data: &[u8]| {
                 "a token that is not a signed seed verified: {token:?} (input {data:?})"
             );
             let pool = &f.config.pools[v.pool];
+            // The claims as the token has them (the verified token keeps only what later
+            // requests read).
+            let payload: serde_json::Value = token
+                .split('.')
+                .nth(1)
+                .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                .expect("a verified token's payload is JSON");
             assert_eq!(
-                v.claims.get("iss").and_then(|i| i.as_str()),
+                payload.get("iss").and_then(|i| i.as_str()),
                 Some(pool.issuer.as_str())
             );
             let skew = f.config.clock_skew_seconds;
             assert!(NOW <= v.exp.saturating_add(skew), "expired token verified");
             for claim in ["nbf", "iat"] {
-                if let Some(t) = v.claims.get(claim) {
+                if let Some(t) = payload.get(claim) {
                     let t = t.as_u64().expect("time claims are integers");
                     assert!(
                         t <= NOW.saturating_add(skew),
@@ -171,6 +179,9 @@ fuzz_target!(|data: &[u8]| {
                     );
                 }
             }
+            // What later requests read is what the token says.
+            assert_eq!(v.sub(), payload.get("sub").and_then(|s| s.as_str()));
+            assert_eq!(v.claims.iat, payload.get("iat").and_then(|t| t.as_u64()));
             if let Some(client) = v.client_id() {
                 assert!(pool.client_ids.is_empty() || pool.client_ids.iter().any(|c| c == client));
             }
