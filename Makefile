@@ -20,16 +20,19 @@ WASM_FAULT := target/fault/$(WASM_TARGET)/release/cognito_authorizer.wasm
 # compare algorithms, backends and jwt_authn on ES256/ES384/EdDSA use it.
 WASM_ALL := target/all-algorithms/$(WASM_TARGET)/release/cognito_authorizer.wasm
 
-# Module size budget (bytes), checked by `make test` (size-check): the default build must
-# stay affordable on every sidecar (README, "Benchmarks").
-SIZE_BUDGET ?= 512000
+# Module size budget (bytes, 480 KiB), checked by `make test` (size-check): the default build
+# must stay affordable on every sidecar (README, "Footprint"). It holds what issue 21 reached
+# (487,020 bytes); its 400 KB target needs the module without serde_json (README, "Footprint").
+SIZE_BUDGET ?= 491520
 # Post-link optimiser: binaryen's wasm-opt from the npm registry (pinned), run on every build.
-# -O1, not -Oz: -Oz made the module 9% smaller still but cost 9 MiB more RSS per Envoy and a
-# slower V8 compile (README, "Benchmarks").
+# -O2, but a function with one caller is inlined only when it is small (-ocimfs 100): plain
+# -O2/-Os/-Oz inline into a few 30-40 KB functions, and V8 then holds ~13 MiB more RSS per
+# Envoy; capped, the largest function stays at 11 KB as with -O1, and the module compiles
+# ~18% faster and is 13 KB smaller than with -O1 (README, "Footprint").
 BINARYEN_VERSION ?= 132.0.0
 TOOLS := target/tools
 WASM_OPT := $(TOOLS)/binaryen-$(BINARYEN_VERSION)/node_modules/.bin/wasm-opt
-WASM_OPT_FLAGS := -O1 --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
+WASM_OPT_FLAGS := -O2 --one-caller-inline-max-function-size=100 --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
   --enable-nontrapping-float-to-int --enable-multivalue --enable-reference-types
 TWIGGY_VERSION ?= 0.8.0
 STAMP  := $(VENV)/.installed-$(ENVOY_VERSION)-$(MOTO_VERSION)
