@@ -177,14 +177,9 @@ def variants(spec: str) -> list[BenchConfig]:
     return out
 
 
-def envoy_config(cfg: BenchConfig, jwks: str, jwks_port: int, wasm: str, noop_wasm: str,
-                 verify_ceiling: str = "") -> dict:  # fmt: skip
-    """`verify_ceiling`: the verify ceiling's configuration (`TokenSet.verify_ceiling`)."""
-    variant = [
-        wasm_filter("cognito_authorizer", cfg.wasm or wasm,
-                    authorizer_configuration(overrides=json.loads(cfg.overrides or "{}")))
-    ]  # fmt: skip
-    filters = {
+def _chain(key: str, jwks: str, wasm: str, noop_wasm: str, verify_ceiling: str) -> list:
+    """The HTTP filters (before the router) of the configuration `key`."""
+    return {
         "noauth": [],
         "noop": [wasm_filter("noop_filter", noop_wasm, None)],
         "ceiling_headers": [wasm_filter("noop_filter", noop_wasm, "read-headers")],
@@ -198,7 +193,17 @@ def envoy_config(cfg: BenchConfig, jwks: str, jwks_port: int, wasm: str, noop_wa
         "authorizer_wasm": [
             wasm_filter("cognito_authorizer", wasm, authorizer_configuration("wasm"))
         ],
-    }.get(cfg.key, variant)
+    }[key]
+
+
+def envoy_config(cfg: BenchConfig, jwks: str, jwks_port: int, wasm: str, noop_wasm: str,
+                 verify_ceiling: str = "") -> dict:  # fmt: skip
+    """`verify_ceiling`: the verify ceiling's configuration (`TokenSet.verify_ceiling`)."""
+    if cfg.key.startswith("variant"):
+        config = authorizer_configuration(overrides=json.loads(cfg.overrides or "{}"))
+        filters = [wasm_filter("cognito_authorizer", cfg.wasm or wasm, config)]
+    else:
+        filters = _chain(cfg.key, jwks, wasm, noop_wasm, verify_ceiling)
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "bench",
